@@ -1,0 +1,123 @@
+"""Bump functions that stand in for the cubic B-spline basis.
+
+Each basis is an elementwise function of the scaled distance
+``d = (u - u_i) / h`` between an input ``u`` and a grid centre ``u_i``.
+Adding a basis is one function plus one ``register`` call; the layer,
+the tests, the benchmarks and the reports pick it up from ``BASES``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+BasisFn = Callable[[Tensor], Tensor]
+
+#: name -> elementwise function of the scaled distance ``d``.
+BASES: dict[str, BasisFn] = {}
+
+# Beyond this |d| every decaying bump below is 0 in float64 (exp(-745) == 0),
+# so clamping there changes no value and keeps pow/exp gradients finite.
+_FAR = 750.0
+
+
+def register(name: str, fn: BasisFn | None = None, **options: float):
+    """Register ``fn`` (with fixed keyword ``options``) as basis ``name``.
+
+    Usable as a decorator (``@register("name")``) or directly
+    (``register("gaussian-p3", gaussian, exponent=3.0)``).
+    """
+
+    def add(f: BasisFn) -> BasisFn:
+        if name in BASES:
+            raise ValueError(f"basis {name!r} is already registered")
+        entry = functools.partial(f, **options) if options else f
+        BASES[name] = entry
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def get_basis(name: str) -> BasisFn:
+    """The registered basis function called ``name``; ValueError if unknown."""
+    if not isinstance(name, str):
+        raise TypeError(f"basis must be a registered name (str), got {type(name).__name__}: {name!r}")
+    try:
+        return BASES[name]
+    except KeyError:
+        raise ValueError(f"unknown basis {name!r}; known bases: {', '.join(BASES)}") from None
+
+
+@register("gaussian")
+def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
+    """fast-kan's radial basis ``exp(-|d|**exponent)`` (exponent 2: Gaussian)."""
+    if exponent == 2.0:
+        return torch.exp(-d * d)
+    return torch.exp(-d.abs().clamp(max=_FAR).pow(exponent))
+
+
+register("gaussian-p1.5", gaussian, exponent=1.5)
+register("gaussian-p3", gaussian, exponent=3.0)
+register("gaussian-p4", gaussian, exponent=4.0)
+
+
+@register("expit")
+def expit(d: Tensor) -> Tensor:
+    """The seed's formula as written: ``1 / (exp(-d**2) + 1)``.
+
+    An inverted bump: 0.5 at the centre, tending to 1 far away. The linear
+    layer after it absorbs the offset and the sign. See ``expit-centred``.
+    """
+    return torch.special.expit(d * d)
+
+
+@register("expit-centred")
+def expit_centred(d: Tensor) -> Tensor:
+    """The seed's expit turned into a bump: ``2 / (1 + exp(d**2))``, 1 at the centre, 0 far away."""
+    return 2.0 * torch.special.expit(-d * d)
+
+
+@register("rswaf")
+def rswaf(d: Tensor) -> Tensor:
+    """FasterKAN's reflectional switch ``1 - tanh(d)**2`` (= sech(d)**2)."""
+    t = torch.tanh(d)
+    return 1.0 - t * t
+
+
+@register("inverse-quadratic")
+def inverse_quadratic(d: Tensor) -> Tensor:
+    """Cauchy bump ``1 / (1 + d**2)``: heavy tails, no transcendental function."""
+    return torch.reciprocal(1.0 + d * d)
+
+
+@register("wendland")
+def wendland(d: Tensor) -> Tensor:
+    """Wendland's C2 bump ``max(0, 1 - |d|)**4 * (4|d| + 1)``: compact support |d| < 1."""
+    a = d.abs().clamp(max=1.0)
+    s = 1.0 - a
+    s2 = s * s
+    return s2 * s2 * (4.0 * a + 1.0)
+
+
+@register("hat")
+def hat(d: Tensor) -> Tensor:
+    """The order-1 B-spline ``max(0, 1 - |d|)``: piecewise linear interpolation."""
+    return (1.0 - d.abs()).clamp(min=0.0)
+
+
+@register("bspline")
+def bspline(d: Tensor) -> Tensor:
+    """The exact cardinal cubic B-spline centred at 0 with unit knot spacing.
+
+    With centres ``linspace(-1.4, 1.4, 8)`` and ``h = 0.4`` these are exactly
+    efficient-kan's default basis functions.
+    """
+    # Clamping before the polynomials keeps the unselected branch of `where`
+    # finite, so its zero gradient does not turn into 0 * inf = nan.
+    a = d.abs().clamp(max=2.0)
+    inner = 2.0 / 3.0 - a * a * (1.0 - 0.5 * a)
+    outer = (2.0 - a) ** 3 / 6.0
+    return torch.where(a < 1.0, inner, outer)

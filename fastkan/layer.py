@@ -1,0 +1,169 @@
+"""FastKAN: a KAN layer whose B-spline basis is replaced by cheap bumps."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .bases import get_basis
+
+
+def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what} expects a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[-1] != expected:
+        raise ValueError(f"{what} expects input of shape (..., {expected}), got {tuple(x.shape)}")
+
+
+class RadialBasis(nn.Module):
+    """``num_grids`` bumps per input: (..., in) -> (..., in, num_grids).
+
+    ``grid`` holds the centres ``linspace(grid_min, grid_max, num_grids)`` as an
+    ``nn.Parameter`` (frozen unless ``train_grid``), as fast-kan stores it.
+    ``denominator`` is the width ``h``; by default the grid spacing.
+    """
+
+    def __init__(
+        self,
+        grid_min: float = -2.0,
+        grid_max: float = 2.0,
+        num_grids: int = 8,
+        basis: str = "gaussian",
+        denominator: float | None = None,
+        train_grid: bool = False,
+        train_denominator: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if isinstance(num_grids, bool) or not isinstance(num_grids, int):
+            raise TypeError(f"num_grids must be an int, got {num_grids!r}")
+        if num_grids < 2:
+            raise ValueError(f"num_grids must be at least 2, got {num_grids}")
+        grid_min, grid_max = float(grid_min), float(grid_max)
+        if not (math.isfinite(grid_min) and math.isfinite(grid_max)) or grid_min >= grid_max:
+            raise ValueError(f"need finite grid_min < grid_max, got grid_min={grid_min}, grid_max={grid_max}")
+        if denominator is None:
+            denominator = (grid_max - grid_min) / (num_grids - 1)
+        denominator = float(denominator)
+        if not math.isfinite(denominator) or denominator <= 0:
+            raise ValueError(f"denominator must be positive and finite, got {denominator}")
+        self.fn = get_basis(basis)
+        self.name = basis
+        factory = {"device": device, "dtype": dtype}
+        self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)
+        h = torch.tensor(denominator, **factory)
+        if train_denominator:
+            self.denominator = nn.Parameter(h)
+        else:
+            # Not persistent: fast-kan state dicts have no width entry.
+            self.register_buffer("denominator", h, persistent=False)
+
+    @property
+    def num_grids(self) -> int:
+        return self.grid.numel()
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.fn((u[..., None] - self.grid) / self.denominator)
+
+    def extra_repr(self) -> str:
+        return f"basis={self.name!r}, num_grids={self.num_grids}"
+
+
+class FastKANLayer(nn.Module):
+    """One FastKAN layer: (..., input_dim) -> (..., output_dim).
+
+    ``spline_linear(basis(layernorm(x)).flatten(-2)) + base_linear(silu(x))``,
+    with fast-kan's constructor arguments and defaults. The spline path is
+    evaluated by a fused kernel (``fastkan.fused``) that never keeps the
+    (..., input_dim, num_grids) basis tensor for backward; ``fused=False``
+    runs the plain composition of torch operations, kept as the reference.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        grid_min: float = -2.0,
+        grid_max: float = 2.0,
+        num_grids: int = 8,
+        basis: str = "gaussian",
+        denominator: float | None = None,
+        use_base_update: bool = True,
+        use_layernorm: bool = True,
+        base_activation: Callable[[Tensor], Tensor] = F.silu,
+        spline_weight_init_scale: float = 0.1,
+        train_grid: bool = False,
+        train_denominator: bool = False,
+        fused: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if use_layernorm and input_dim == 1:
+            raise ValueError(
+                "LayerNorm over input_dim=1 outputs zeros for every input; pass use_layernorm=False"
+            )
+        factory = {"device": device, "dtype": dtype}
+        self.input_dim, self.output_dim = input_dim, output_dim
+        self.fused = fused
+        self.layernorm = nn.LayerNorm(input_dim, **factory) if use_layernorm else None
+        self.basis = RadialBasis(
+            grid_min, grid_max, num_grids, basis, denominator, train_grid, train_denominator, **factory
+        )
+        self.spline_linear = nn.Linear(input_dim * num_grids, output_dim, bias=False, **factory)
+        nn.init.trunc_normal_(self.spline_linear.weight, mean=0.0, std=spline_weight_init_scale)
+        self.base_activation = base_activation
+        self.base_linear = nn.Linear(input_dim, output_dim, **factory) if use_base_update else None
+
+    def spline(self, u: Tensor) -> Tensor:
+        """The spline path on normalised input: (N, in) -> (N, out)."""
+        if self.fused:
+            from .fused import fused_spline
+
+            return fused_spline(u, self.basis, self.spline_linear.weight)
+        return self.spline_linear(self.basis(u).flatten(-2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_last_dim(x, self.input_dim, type(self).__name__)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.input_dim)
+        u = self.layernorm(x) if self.layernorm is not None else x
+        y = self.spline(u)
+        if self.base_linear is not None:
+            y = y + self.base_linear(self.base_activation(x))
+        return y.reshape(*lead, self.output_dim)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # fast-kan names the basis module "rbf"; accept its checkpoints as they are.
+        old = prefix + "rbf.grid"
+        if old in state_dict and prefix + "basis.grid" not in state_dict:
+            state_dict[prefix + "basis.grid"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class FastKAN(nn.Module):
+    """A stack of FastKANLayer: (..., layers_hidden[0]) -> (..., layers_hidden[-1])."""
+
+    def __init__(self, layers_hidden: Sequence[int], **layer_options):
+        super().__init__()
+        layers_hidden = list(layers_hidden)
+        if len(layers_hidden) < 2:
+            raise ValueError(f"layers_hidden needs at least an input and an output size, got {layers_hidden}")
+        self.layers = nn.ModuleList(
+            FastKANLayer(i, o, **layer_options) for i, o in zip(layers_hidden[:-1], layers_hidden[1:])
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
