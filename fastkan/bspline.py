@@ -102,9 +102,11 @@ class BSplineKANLinear(nn.Module):
 
     def curve2coeff(self, x: Tensor, y: Tensor) -> Tensor:
         """Least-squares coefficients through points x (N, in), y (N, in, out) -> (out, in, coeff)."""
-        a = self.b_splines(x).transpose(0, 1)  # (in, N, coeff)
-        b = y.transpose(0, 1)  # (in, N, out)
-        return torch.linalg.lstsq(a, b).solution.permute(2, 0, 1).contiguous()
+        # lstsq handles float and double only: solve half precisions in float32.
+        work = torch.promote_types(x.dtype, torch.float32)
+        a = self.b_splines(x).transpose(0, 1).to(work)  # (in, N, coeff)
+        b = y.transpose(0, 1).to(work)  # (in, N, out)
+        return torch.linalg.lstsq(a, b).solution.permute(2, 0, 1).to(x.dtype).contiguous()
 
     @property
     def scaled_spline_weight(self) -> Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 # Basis values per block: small enough to stay in a core's L2 cache.
 BLOCK_ELEMENTS = 1 << 16
@@ -41,8 +40,13 @@ class _FusedSpline(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor):
+        if torch.is_grad_enabled():
+            # A graph of this backward would silently miss the basis' second derivative.
+            raise RuntimeError(
+                "the fused FastKAN spline path has no double backward (create_graph=True); "
+                "build the layer with fused=False for higher derivatives"
+            )
         u, grid, h, weight = ctx.saved_tensors
         n, in_dim = u.shape
         g = grid.numel()

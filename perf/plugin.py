@@ -89,15 +89,15 @@ class Selection:
         return "+".join(kinds) or "none"
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     selection = config._perf_selection = Selection(config)
     torch.set_num_threads(selection.threads)
-    bs = getattr(config, "_benchmarksession", None)
-    storage = getattr(bs, "storage", None)
-    if storage is not None and hasattr(storage, "default_machine_id"):
-        bs.machine_id = f"{bs.machine_id}-{selection.device_kind()}"
-        storage.default_machine_id = bs.machine_id
+    # Before pytest-benchmark opens its storage: one folder per device kind,
+    # so CPU histories and those of each GPU kind never mix.
+    storage = getattr(config.option, "benchmark_storage", None)
+    if storage and ("://" not in storage or storage.startswith("file://")):
+        config.option.benchmark_storage = f"{storage.rstrip('/')}/{selection.device_kind()}"
 
 
 def pytest_generate_tests(metafunc):

@@ -1,0 +1,130 @@
+"""Each basis against the cubic B-spline basis, and its gradients."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastkan import BASES, RadialBasis
+from fastkan.approx import best_width, bspline_fit_error
+from fastkan.bases import bspline, get_basis, register
+
+# Relative L2 error of the best linear map from each basis (default width: one
+# grid spacing) to the cubic B-spline basis, on the grid's interior. Measured
+# with fastkan.approx.bspline_fit_error for 3..32 centres: the worst case over
+# grids, rounded up by about 10%. A basis not listed must stay under 0.5.
+APPROX_BOUND = {
+    "gaussian": 0.015,  # measured up to 0.0135
+    "gauss-p1.5": 0.05,  # 0.0454
+    "gauss-p3": 0.1,  # 0.0911
+    "gauss-p4": 0.15,  # 0.1376
+    "expit": 0.15,  # 0.1358
+    "centred-expit": 0.15,  # 0.1358
+    "rswaf": 0.012,  # 0.0109
+    "inverse-quadratic": 0.03,  # 0.0264
+    "wendland": 0.4,  # 0.3670: support of one spacing is too narrow at this width
+    "hat": 0.09,  # 0.0832
+    "bspline": 1e-9,  # exact
+}
+
+
+def _cubic_bspline_reference(x):
+    """The cubic cardinal B-spline by its textbook piecewise definition, independent of the library's."""
+    out = []
+    for v in x.tolist():
+        a = abs(v)
+        out.append(2 / 3 - a * a + a**3 / 2 if a < 1 else (2 - a) ** 3 / 6 if a < 2 else 0.0)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_bspline_basis_is_the_cardinal_cubic_b_spline():
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    torch.testing.assert_close(bspline(x), _cubic_bspline_reference(x))
+
+
+def test_bspline_partition_of_unity_inside_the_grid():
+    rb = RadialBasis(-1.4, 1.4, 8, basis="bspline", denominator=0.4, dtype=torch.float64)
+    u = torch.linspace(-0.6, 0.6, 101, dtype=torch.float64)
+    torch.testing.assert_close(rb(u).sum(-1), torch.ones_like(u))
+
+
+@pytest.mark.parametrize("name", list(BASES))
+@given(
+    num_grids=st.integers(3, 32),
+    grid_min=st.floats(-3.0, 1.0),
+    span=st.floats(0.5, 6.0),
+)
+def test_basis_approximates_cubic_bspline(name, num_grids, grid_min, span):
+    rel, _ = bspline_fit_error(name, num_grids, grid_min, grid_min + span)
+    assert rel <= APPROX_BOUND.get(name, 0.5), f"{name}: relative L2 {rel:.4f} with {num_grids} centres"
+
+
+def test_fit_error_detects_a_poor_basis():
+    # A constant "basis" cannot reproduce localized B-splines: the measure must say so.
+    register("test-constant", lambda d: torch.ones_like(d))
+    try:
+        assert bspline_fit_error("test-constant", 8)[0] > 0.5
+    finally:
+        del BASES["test-constant"]
+
+
+def test_best_width_improves_on_default_width():
+    width, err = best_width("wendland", 8)
+    assert err < bspline_fit_error("wendland", 8)[0] / 5
+    assert 1.5 < width < 4.5
+
+
+@pytest.mark.parametrize("name", list(BASES))
+def test_basis_gradcheck_input(name):
+    d = (torch.rand(40, dtype=torch.float64) - 0.5) * 8
+    fn = get_basis(name)
+    assert torch.autograd.gradcheck(fn, (d.requires_grad_(),))
+
+
+@pytest.mark.parametrize("name", list(BASES))
+def test_radial_basis_gradcheck_grid_and_width(name):
+    rb = RadialBasis(-1.0, 1.0, 5, basis=name, train_grid=True, train_denominator=True, dtype=torch.float64)
+    u = (torch.rand(6, 3, dtype=torch.float64) * 3 - 1.5).requires_grad_()
+
+    def f(u, grid, h):
+        return rb.fn((u[..., None] - grid) / h)
+
+    assert torch.autograd.gradcheck(f, (u, rb.grid, rb.denominator))
+    # The module itself routes gradients to both trainable tensors.
+    rb(u).sum().backward()
+    assert rb.grid.grad is not None and rb.denominator.grad is not None
+
+
+def test_expit_is_the_seeds_formula():
+    d = torch.linspace(-4, 4, 81, dtype=torch.float64)
+    torch.testing.assert_close(get_basis("expit")(d), 1 / (torch.exp(-(d**2)) + 1))
+    assert get_basis("expit")(torch.zeros(1)).item() == pytest.approx(0.5)
+
+
+def test_rswaf_input_gradient_matches_its_formula():
+    # faster-kan's custom backward scales this gradient by 1/h while its forward does not.
+    rb = RadialBasis(-1.0, 1.0, 5, basis="rswaf", denominator=0.5, dtype=torch.float64)
+    u = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    rb(u).sum().backward()
+    d = (0.3 - rb.grid) / 0.5
+    expected = (-2 * torch.tanh(d) * (1 - torch.tanh(d) ** 2) / 0.5).sum()
+    torch.testing.assert_close(u.grad[0], expected)
+
+
+@pytest.mark.parametrize("name", list(BASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_basis_finite_for_huge_distances(name, dtype):
+    d = torch.tensor([-1e30, -1e6, 0.0, 1e6, 1e30], dtype=dtype, requires_grad=True)
+    y = get_basis(name)(d)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(d.grad).all()
+
+
+def test_register_rejects_duplicate_names():
+    with pytest.raises(ValueError, match="gaussian"):
+        register("gaussian", lambda d: d)
+
+
+def test_unknown_basis_lists_known_names():
+    with pytest.raises(ValueError, match="unknown basis 'nope'.*gaussian.*rswaf"):
+        get_basis("nope")

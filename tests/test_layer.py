@@ -1,0 +1,204 @@
+"""FastKANLayer, FastKAN, BSplineKAN and MLP: counts, shapes, gradients, bad input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, matched_mlp
+from fastkan.mlp import matched_hidden
+
+
+def count(model, trainable=False):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def test_seed_table_parameter_counts():
+    fk = FastKAN([2, 10000, 1], grid_min=-1.4, grid_max=1.4, num_grids=8)
+    assert count(fk) == 300021
+    assert count(fk, trainable=True) == 300005
+    assert count(BSplineKAN([2, 10000, 1])) == 300000
+    assert count(MLP([2, 75000, 1])) == 300001
+
+
+def test_fast_kan_layer_parameter_formula():
+    i, o, g = 7, 5, 6
+    layer = FastKANLayer(i, o, num_grids=g)
+    assert count(layer) == i * o * g + i * o + o + 2 * i + g
+    assert count(FastKANLayer(i, o, num_grids=g, train_grid=True, train_denominator=True), True) == count(layer) + 1
+
+
+def test_matched_mlp_is_closest_in_parameter_count():
+    model = FastKAN([2, 10000, 1], grid_min=-1.4, grid_max=1.4, num_grids=8)
+    mlp = matched_mlp(model, 2, 1)
+    n = count(model)
+    h = matched_hidden(2, 1, n)
+    assert abs(count(mlp) - n) <= abs(count(MLP([2, h + 1, 1])) - n)
+    assert abs(count(mlp) - n) <= abs(count(MLP([2, h - 1, 1])) - n)
+    assert abs(count(mlp) - n) < 4
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (4, 2, 3), (0, 3)])
+def test_nd_input_shapes(shape):
+    for model, out in ((FastKAN([3, 4, 2]), 2), (BSplineKAN([3, 4, 2]), 2), (MLP([3, 4, 2]), 2)):
+        assert model(torch.randn(*shape)).shape == (*shape[:-1], out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_dtype_argument(dtype):
+    layer = FastKANLayer(3, 2, dtype=dtype)
+    assert all(p.dtype == dtype for p in layer.parameters())
+    assert layer.basis.denominator.dtype == dtype
+    assert layer(torch.randn(4, 3, dtype=dtype)).dtype == dtype
+    assert all(p.dtype == dtype for p in BSplineKAN([3, 2], dtype=dtype).parameters())
+
+
+def test_device_argument():
+    layer = FastKANLayer(3, 2, device="meta")
+    assert all(p.device.type == "meta" for p in layer.parameters())
+    assert BSplineKANLinear(3, 2, device="cpu").grid.device.type == "cpu"
+
+
+@pytest.mark.parametrize("basis", list(BASES))
+def test_fused_path_matches_reference_float32(basis):
+    torch.manual_seed(0)
+    layer = FastKANLayer(9, 4, basis=basis, train_grid=True, train_denominator=True)
+    x = torch.randn(33, 9, requires_grad=True)
+    grads = []
+    for fused in (True, False):
+        layer.fused = fused
+        y = layer(x)
+        grads.append((y, *torch.autograd.grad((y * torch.arange(4.0)).sum(), [x, *layer.parameters()])))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_path_blocks_match_one_block(monkeypatch):
+    import fastkan.fused as fused
+
+    torch.manual_seed(0)
+    layer = FastKANLayer(50, 3, dtype=torch.float64)
+    x = torch.randn(20, 50, dtype=torch.float64, requires_grad=True)
+    y1 = layer(x)
+    g1 = torch.autograd.grad(y1.sum(), [x, layer.spline_linear.weight])
+    monkeypatch.setattr(fused, "BLOCK_ELEMENTS", 20 * 8 * 3)  # 3 inputs a block, the last one short
+    y2 = layer(x)
+    g2 = torch.autograd.grad(y2.sum(), [x, layer.spline_linear.weight])
+    torch.testing.assert_close(y1, y2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("basis", list(BASES))
+@pytest.mark.parametrize("fused", [True, False])
+def test_layer_gradcheck(basis, fused):
+    torch.manual_seed(1)
+    layer = FastKANLayer(3, 2, num_grids=4, basis=basis, fused=fused, train_grid=True, train_denominator=True,
+                         dtype=torch.float64)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    params = list(layer.parameters())
+
+    def f(x, *ps):
+        return torch.func.functional_call(layer, dict(zip([n for n, _ in layer.named_parameters()], ps)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+
+
+def test_fastkan_and_bspline_kan_gradcheck():
+    torch.manual_seed(2)
+    for model in (FastKAN([2, 3, 2], num_grids=4, dtype=torch.float64), BSplineKAN([2, 3, 2], dtype=torch.float64)):
+        x = (torch.rand(4, 2, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def f(x, *ps):
+            return torch.func.functional_call(model, dict(zip(names, ps)), (x,))
+
+        assert torch.autograd.gradcheck(f, (x, *params))
+
+
+def test_fused_backward_is_once_differentiable():
+    layer = FastKANLayer(3, 2, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="fused=False"):
+        torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+    layer.fused = False  # the reference composition supports higher derivatives
+    (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+    g.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("basis", list(BASES))
+@given(scale=st.sampled_from([1e-30, 1.0, 1e3, 1e6, 1e12, 1e15]), seed=st.integers(0, 2**16))
+def test_finite_inputs_give_finite_outputs_and_gradients(dtype, basis, scale, seed):
+    torch.manual_seed(seed)
+    for fused in (True, False):
+        for ln in (True, False):
+            layer = FastKANLayer(4, 3, basis=basis, fused=fused, use_layernorm=ln, dtype=dtype)
+            x = (torch.randn(6, 4, dtype=dtype) * scale).requires_grad_()
+            y = layer(x)
+            y.sum().backward()
+            assert torch.isfinite(y).all(), (fused, ln)
+            assert torch.isfinite(x.grad).all(), (fused, ln)
+            assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
+
+
+def test_fast_kan_state_dict_keys_load():
+    # fast-kan names the basis "rbf"; its checkpoints load unchanged.
+    layer = FastKANLayer(3, 2)
+    sd = {k.replace("basis.", "rbf."): v for k, v in layer.state_dict().items()}
+    other = FastKANLayer(3, 2)
+    other.load_state_dict(sd)
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(other(x), layer(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_grids": 1}, "num_grids must be at least 2, got 1"),
+        ({"grid_min": 1.0, "grid_max": 1.0}, "grid_min=1.0, grid_max=1.0"),
+        ({"grid_min": 2.0, "grid_max": -2.0}, "grid_min=2.0, grid_max=-2.0"),
+        ({"grid_min": -math.inf}, "grid_min=-inf"),
+        ({"denominator": 0.0}, "denominator must be positive and finite, got 0.0"),
+        ({"denominator": -1.0}, "got -1.0"),
+        ({"denominator": math.nan}, "got nan"),
+        ({"denominator": math.inf}, "got inf"),
+        ({"basis": "nope"}, "unknown basis 'nope'; known bases: gaussian, "),
+        ({"input_dim": 1}, "use_layernorm=False"),
+        ({"output_dim": 0}, "output_dim must be at least 1, got 0"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    args = {"input_dim": 3, "output_dim": 2, **kwargs}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FastKANLayer(**args)
+
+
+def test_non_integer_sizes_are_type_errors():
+    with pytest.raises(TypeError, match="num_grids must be an int, got 2.5"):
+        FastKANLayer(3, 2, num_grids=2.5)
+    with pytest.raises(TypeError, match="input_dim"):
+        FastKANLayer("3", 2)
+
+
+def test_input_dim_one_without_layernorm_works():
+    layer = FastKANLayer(1, 2, use_layernorm=False)
+    assert layer(torch.randn(5, 1)).shape == (5, 2)
+
+
+@pytest.mark.parametrize("model", [FastKAN([3, 2]), BSplineKAN([3, 2]), FastKANLayer(3, 2)], ids=type)
+def test_wrong_last_dimension(model):
+    with pytest.raises(ValueError, match=r"expects input of shape \(\.\.\., 3\), got \(5, 4\)"):
+        model(torch.randn(5, 4))
+
+
+def test_bad_model_sizes():
+    with pytest.raises(ValueError, match=r"got \[3\]"):
+        FastKAN([3])
+    with pytest.raises(ValueError, match=r"got \[3, 0\]"):
+        MLP([3, 0])
+    with pytest.raises(ValueError, match=r"grid_range must be finite and increasing, got \(1.0, -1.0\)"):
+        BSplineKAN([2, 2], grid_range=(1.0, -1.0))

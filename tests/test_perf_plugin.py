@@ -1,0 +1,164 @@
+"""The benchmark suite's own plugin, run inside pytester."""
+
+import json
+
+import pytest
+import torch
+
+from fastkan import BASES
+from perf.cases import CONFIGS, PASSES, Setup, Case, models
+
+pytest_plugins = ["pytester"]
+
+
+# Runs that execute cases go to a subprocess: torch registers operator
+# libraries on first use, and pytester's in-process runs unload and reload them.
+@pytest.fixture
+def suite(pytester):
+    pytester.makeconftest("from perf.plugin import *  # noqa")
+    pytester.makepyfile(test_bench="from perf.test_perf import test_perf  # noqa")
+    return pytester
+
+
+def collected_ids(result):
+    return {line.split("[", 1)[1].rstrip("]") for line in result.outlines if line.startswith("test_bench.py::")}
+
+
+def test_matrix_is_complete(suite):
+    result = suite.runpytest("--collect-only", "-q", "--perf-config=all")
+    assert result.ret == 0
+    ids = collected_ids(result)
+    expected = set()
+    for config, cfg in CONFIGS.items():
+        for model, m in models().items():
+            if m.small_only and not cfg.pykan:
+                continue
+            for device in ("cpu", "cuda"):
+                for p in PASSES:
+                    expected.add(f"{model}/{config}/{device}/{p}")
+    assert ids == expected
+    # Every basis, every config, both devices, every pass, and the baselines are in the matrix.
+    assert {f"fastkan-{b}/seed-300k/cpu/forward" for b in BASES} <= ids
+    assert {"bspline/mnist/cuda/backward", "mlp/kanbench-10m/cpu/train-step", "efficient-kan/tiny/cpu/forward",
+            "pykan/tiny/cpu/forward"} <= ids
+    assert not any(i.startswith("pykan/seed-300k") for i in ids)
+
+
+def test_opt_in_axes_extend_the_ids(suite):
+    result = suite.runpytest(
+        "--collect-only", "-q", "--perf-config=tiny", "--perf-model=mlp", "--perf-device=cpu",
+        "--perf-dtype=float32,bfloat16", "--perf-mode=eager,compile",
+    )
+    ids = collected_ids(result)
+    assert {"mlp/tiny/cpu/forward", "mlp/tiny/cpu/forward/bfloat16", "mlp/tiny/cpu/forward/compile",
+            "mlp/tiny/cpu/backward/bfloat16/compile"} <= ids
+    assert len(ids) == 3 * 2 * 2
+
+
+def test_k_selects_a_sentence(suite):
+    result = suite.runpytest("--collect-only", "-q", "--perf-config=all", "-k",
+                             "fastkan-gaussian and seed-300k and cpu and forward")
+    assert collected_ids(result) == {"fastkan-gaussian/seed-300k/cpu/forward"}
+
+
+def test_disabled_run_of_tiny_passes(suite):
+    result = suite.runpytest_subprocess("--benchmark-disable", "--perf-config=tiny", "--perf-device=cpu", "-q")
+    n = sum(1 for m in models().values() if not m.missing) * len(PASSES)
+    result.assert_outcomes(passed=n, skipped=(len(models()) - n // len(PASSES)) * len(PASSES))
+
+
+def test_cuda_cases_skip_with_a_reason_without_a_gpu(suite):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = suite.runpytest_subprocess("--benchmark-disable", "--perf-config=tiny", "--perf-model=mlp", "-rs")
+    result.assert_outcomes(passed=3, skipped=3)
+    result.stdout.fnmatch_lines(["*CUDA is not available on this machine*"])
+
+
+def _autosaved(suite, *args):
+    result = suite.runpytest_subprocess(
+        "--perf-config=tiny", "--perf-device=cpu", "--perf-model=fastkan-gaussian,mlp,bspline",
+        "--perf-seconds=0.01", "--benchmark-autosave", *args,
+    )
+    files = sorted((suite.path / ".benchmarks").glob("*/*/*.json"))
+    return result, files
+
+
+def test_autosaved_json_holds_every_field(suite):
+    result, files = _autosaved(suite, "--perf-threads=1")
+    assert result.ret == 0
+    assert len(files) == 1 and files[0].parent.parent.name == "cpu"  # CPU histories get their own folder
+    data = json.loads(files[0].read_text())
+    assert data["machine_info"]["torch"] == torch.__version__
+    assert data["machine_info"]["torch_threads"] == 1
+    assert "cuda_device" in data["machine_info"]
+    benches = {b["param"]: b for b in data["benchmarks"]}
+    assert len(benches) == 9
+    for case_id, bench in benches.items():
+        info = bench["extra_info"]
+        model, config, device, p = case_id.split("/")
+        setup = Setup(Case(model, config, device, p))
+        params, trainable = setup.num_params()
+        assert (info["model"], info["config"], info["device"], info["pass"]) == (model, config, device, p)
+        assert info["params"] == params and info["trainable_params"] == trainable
+        assert info["batch"] == CONFIGS[config].batch and info["layers"] == list(CONFIGS[config].layers)
+        assert info["dtype"] == "float32" and info["mode"] == "eager" and info["threads"] == 1
+        assert info["basis"] == models()[model].basis
+        assert info["saved_bytes"] > 0
+        assert "peak_rss_delta" in info
+        assert bench["stats"]["rounds"] >= 5 and bench["stats"]["median"] > 0
+    # The FastKAN model counts its frozen grids as parameters but not as trainable ones.
+    info = benches["fastkan-gaussian/tiny/cpu/forward"]["extra_info"]
+    assert info["params"] - info["trainable_params"] == 2 * 8
+
+
+def test_regression_gate_exit_code_3(suite):
+    result, files = _autosaved(suite)
+    assert result.ret == 0
+    data = json.loads(files[0].read_text())
+    for bench in data["benchmarks"]:  # pretend the baseline was a thousand times faster
+        for key in ("min", "max", "mean", "median", "stddev", "iqr", "q1", "q3"):
+            bench["stats"][key] /= 1000
+    files[0].write_text(json.dumps(data))
+    result = suite.runpytest_subprocess(
+        "--perf-config=tiny", "--perf-device=cpu", "--perf-model=mlp", "--perf-seconds=0.01",
+        "--benchmark-compare=0001", "--benchmark-compare-fail=median:10%",
+    )
+    assert result.ret == 3
+    result.stderr.fnmatch_lines(["*Performance has regressed*", "*mlp/tiny/cpu/forward*PercentageRegressionCheck*"])
+    result.stdout.fnmatch_lines(["*performance regressed*exit code 3", "*= 3 passed in *"])
+    assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()
+
+
+def test_no_regression_exit_code_0(suite):
+    result, _ = _autosaved(suite)
+    result = suite.runpytest_subprocess(
+        "--perf-config=tiny", "--perf-device=cpu", "--perf-model=mlp", "--perf-seconds=0.01",
+        "--benchmark-compare=0001", "--benchmark-compare-fail=median:100000%",
+    )
+    assert result.ret == 0
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--perf-config=huge", "unknown --perf-config value huge; valid: tiny, mnist, seed-300k"),
+        ("--perf-device=tpu", "unknown --perf-device value tpu; valid: cpu, cuda"),
+        ("--perf-model=fastkan-nope", "unknown --perf-model value fastkan-nope; valid: fastkan-gaussian"),
+        ("--perf-dtype=float8", "unknown --perf-dtype value float8; valid: float32, bfloat16, float16"),
+        ("--perf-threads=0", "--perf-threads must be at least 1, got 0"),
+    ],
+)
+def test_bad_options_are_usage_errors(suite, option, message):
+    result = suite.runpytest("--collect-only", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_cuda_device_without_cuda_says_so(suite):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = suite.runpytest("--collect-only", "--perf-device=cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --perf-device=cuda: CUDA is not available on this machine*"])
