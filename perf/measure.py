@@ -59,6 +59,24 @@ def peak_rss_increase(run) -> int | None:
     return None if peak is None else max(0, peak - start)
 
 
+def cpu_peak_alloc_bytes(run) -> int:
+    """Peak of the bytes that ``run()`` allocates on the CPU and has not freed yet.
+
+    Exact and deterministic, from the profiler's allocation events; blocks
+    that existed before ``run()`` are not counted, even when it frees them.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    peak = total = 0
+    for _, nbytes in events:
+        total += nbytes
+        peak = max(peak, total)
+    return peak
+
+
 def cuda_peak_bytes(run, device: torch.device) -> int:
     """``max_memory_allocated`` over ``run()``, reset just before it (parameters and gradients included)."""
     torch.cuda.synchronize(device)
@@ -72,14 +90,16 @@ def measure(setup) -> dict:
     """The memory fields of a case's ``extra_info``, from one untimed run of its pass."""
     prepare, run = setup.pass_fns()
     info = {"saved_bytes": saved_tensor_bytes(setup.eager, setup.loss)}
-    args, kwargs = prepare()
 
     def phase():
-        run(*args, **kwargs)
+        # A fresh untimed setup per measurement: a backward needs its own graph.
+        args, kwargs = prepare()
+        return lambda: run(*args, **kwargs)
 
     if setup.device.type == "cuda":
-        info["cuda_peak_bytes"] = cuda_peak_bytes(phase, setup.device)
+        info["cuda_peak_bytes"] = cuda_peak_bytes(phase(), setup.device)
     else:
-        info["peak_rss_delta"] = peak_rss_increase(phase)
+        info["peak_rss_delta"] = peak_rss_increase(phase())
+        info["cpu_peak_bytes"] = cpu_peak_alloc_bytes(phase())
     setup.optimizer.zero_grad(set_to_none=True)
     return info

@@ -107,6 +107,10 @@ def test_autosaved_json_holds_every_field(suite):
         assert info["saved_bytes"] > 0
         assert "peak_rss_delta" in info
         assert bench["stats"]["rounds"] >= 5 and bench["stats"]["median"] > 0
+    # The report reads a real run.
+    from perf.report import main
+
+    assert main([str(files[0])]) == 0
     # The FastKAN model counts its frozen grids as parameters but not as trainable ones.
     info = benches["fastkan-gaussian/tiny/cpu/forward"]["extra_info"]
     assert info["params"] - info["trainable_params"] == 2 * 8

@@ -1,0 +1,143 @@
+"""Figures of saved runs (needs matplotlib: `pip install fastkan[plot]`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .runs import ReportError, Run
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ReportError("--plot needs matplotlib: pip install 'fastkan[plot]' (or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _groups(runs: list[Run]):
+    """(config, device, dtype, mode) -> model -> pass -> median seconds, later runs winning."""
+    out: dict = {}
+    for run in runs:
+        for rec in run.records.values():
+            out.setdefault(rec.group, {}).setdefault(rec.model, {})[rec.pass_] = rec
+    return dict(sorted(out.items()))
+
+
+def _label(group) -> str:
+    config, device, dtype, mode = group
+    extra = "" if (dtype, mode) == ("float32", "eager") else f" {dtype} {mode}"
+    return f"{config} / {device}{extra}"
+
+
+def _grid(plt, n: int, title: str):
+    cols = min(2, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 3.6 * rows), squeeze=False)
+    fig.suptitle(title)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def plot_times(plt, groups, path: Path) -> None:
+    fig, axes = _grid(plt, len(groups), "median time per pass (log scale)")
+    for ax, (group, models) in zip(axes, groups.items()):
+        names = sorted(models, key=lambda m: (not m.startswith("fastkan"), m))
+        width = 0.4
+        for k, p in enumerate(("forward", "backward")):
+            xs = [i + (k - 0.5) * width for i in range(len(names))]
+            ys = [models[m][p].median_s * 1e3 if p in models[m] else 0 for m in names]
+            ax.bar(xs, ys, width, label=p)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms")
+        ax.set_title(_label(group))
+        ax.set_xticks(range(len(names)), [n.replace("fastkan-", "fk-") for n in names], rotation=60, ha="right",
+                      fontsize=7)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_ratios(plt, groups, path: Path) -> None:
+    fig, axes = _grid(plt, len(groups), "FastKAN: speed-up over the B-spline KAN, slow-down against the MLP")
+    for ax, (group, models) in zip(axes, groups.items()):
+        ref = "efficient-kan" if "efficient-kan" in models else "bspline"
+        names = sorted(m for m in models if m.startswith("fastkan-"))
+        bars = []
+        for p in ("forward", "backward"):
+            if ref in models and p in models[ref]:
+                bars.append((f"{p}: x faster than {ref}", [models[ref][p].median_s / models[m][p].median_s
+                                                           if p in models[m] else 0 for m in names]))
+            if "mlp" in models and p in models["mlp"]:
+                bars.append((f"{p}: x slower than mlp", [models[m][p].median_s / models["mlp"][p].median_s
+                                                         if p in models[m] else 0 for m in names]))
+        width = 0.8 / max(1, len(bars))
+        for k, (label, ys) in enumerate(bars):
+            ax.bar([i + (k - (len(bars) - 1) / 2) * width for i in range(len(names))], ys, width, label=label)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_title(_label(group))
+        ax.set_xticks(range(len(names)), [n.replace("fastkan-", "") for n in names], rotation=60, ha="right",
+                      fontsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_sweeps(plt, groups, path: Path) -> bool:
+    """Time and saved memory against the number of centres (grid-G) and the batch (batch-B)."""
+    sweeps = {}
+    for (config, device, dtype, mode), models in groups.items():
+        m = re.fullmatch(r"(grid|batch)-(\d+)", config)
+        if m and (dtype, mode) == ("float32", "eager"):
+            sweeps.setdefault((m.group(1), device), []).append((int(m.group(2)), models))
+    if not sweeps:
+        return False
+    fig, axes = plt.subplots(2, len(sweeps), figsize=(6 * len(sweeps), 7), squeeze=False)
+    for col, ((kind, device), points) in enumerate(sorted(sweeps.items())):
+        points.sort(key=lambda t: t[0])
+        names = sorted({n for _, models in points for n in models if not n.startswith("fastkan-") or n == "fastkan-gaussian"})
+        for name in names:
+            xs = [x for x, models in points if name in models and "backward" in models[name]]
+            if not xs:
+                continue
+            t = [models[name]["forward"].median_s * 1e3 + models[name]["backward"].median_s * 1e3
+                 for x, models in points if x in xs]
+            mem = [models[name]["forward"].info.get("saved_bytes", 0) / 1e6 for x, models in points if x in xs]
+            axes[0][col].plot(xs, t, marker="o", label=name)
+            axes[1][col].plot(xs, mem, marker="o", label=name)
+        xlabel = "number of centres G" if kind == "grid" else "batch"
+        for row, ylabel in ((0, "forward + backward, ms"), (1, "saved for backward, MB")):
+            ax = axes[row][col]
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{kind} sweep on {device}")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_runs(runs: list[Run], path: Path) -> list[Path]:
+    """Draw the figures; ``path`` gets the times, siblings ``-ratios`` (and ``-sweeps``) the rest."""
+    plt = _pyplot()
+    groups = _groups(runs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ratios = path.with_name(f"{path.stem}-ratios{path.suffix}")
+    sweeps = path.with_name(f"{path.stem}-sweeps{path.suffix}")
+    plot_times(plt, groups, path)
+    plot_ratios(plt, groups, ratios)
+    files = [path, ratios]
+    if plot_sweeps(plt, groups, sweeps):
+        files.append(sweeps)
+    return files

@@ -1,0 +1,249 @@
+"""Reports from saved benchmark runs: the seed's table and claims, run comparisons, plots.
+
+    python -m perf.report [RUN ...] [--markdown] [--plot FILE]
+    python -m perf.report --compare A B [--threshold 0.1] [--normalize mlp]
+
+RUN is a saved JSON file, a pytest-benchmark storage folder (its latest run)
+or a run number/id in the default storage; without RUN, the latest saved
+run. Exit codes: 0 fine, 2 bad input, 3 a comparison found a regression.
+The report only reads the storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
+
+REGRESSED = 3
+COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
+
+
+def ratio_phrase(value: float | None, other: float | None, better: str, worse: str, name: str) -> str:
+    """'4.99x faster than efficient-kan' (value smaller than other) or '2.23x slower than mlp'."""
+    if not value or not other:
+        return f"not comparable with {name} (no measurement)"
+    if value <= other:
+        return f"{other / value:.2f}x {better} than {name}"
+    return f"{value / other:.2f}x {worse} than {name}"
+
+
+def group_runs(run: Run) -> dict[tuple, dict[str, dict[str, Record]]]:
+    """(config, device, dtype, mode) -> model -> pass -> record."""
+    groups: dict[tuple, dict[str, dict[str, Record]]] = defaultdict(lambda: defaultdict(dict))
+    for rec in run.records.values():
+        groups[rec.group][rec.model][rec.pass_] = rec
+    return groups
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "n/a"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.2f} MB"
+
+
+def _forward_memory(passes: dict[str, Record]) -> float | None:
+    rec = passes.get("forward")
+    if rec is None:
+        return None
+    return rec.info.get("cuda_peak_bytes") if rec.device == "cuda" else rec.info.get("saved_bytes")
+
+
+def _backward_memory(passes: dict[str, Record]) -> float | None:
+    rec = passes.get("backward")
+    if rec is None:
+        return None
+    return rec.info.get("cuda_peak_bytes") if rec.device == "cuda" else rec.info.get("cpu_peak_bytes")
+
+
+def table_rows(models: dict[str, dict[str, Record]]) -> list[tuple[str, list[str]]]:
+    rows = []
+    for model in sorted(models, key=lambda m: (not m.startswith("fastkan"), m)):
+        passes = models[model]
+        any_rec = next(iter(passes.values()))
+        ms = [f"{passes[p].median_s * 1e3:.3f} ms" if p in passes else "n/a" for p in ("forward", "backward")]
+        rows.append(
+            (
+                f"{model}-{any_rec.device}",
+                ms
+                + [_fmt_bytes(_forward_memory(passes)), _fmt_bytes(_backward_memory(passes))]
+                + [str(any_rec.info.get("params", "n/a")), str(any_rec.info.get("trainable_params", "n/a"))],
+            )
+        )
+    return rows
+
+
+def claims(models: dict[str, dict[str, Record]]) -> tuple[str, list[str]]:
+    """The seed's sentences for every FastKAN model of a group, and which reference they use."""
+    ref = "efficient-kan" if "efficient-kan" in models else "bspline"
+    note = f"reference KAN: {ref}" + ("" if ref == "efficient-kan" else " (efficient-kan was not measured)")
+    lines = []
+    metrics = (
+        ("forward speed", lambda p: p["forward"].median_s if "forward" in p else None, "faster", "slower"),
+        ("backward speed", lambda p: p["backward"].median_s if "backward" in p else None, "faster", "slower"),
+        ("forward memory", _forward_memory, "smaller", "bigger"),
+        ("backward memory", _backward_memory, "smaller", "bigger"),
+    )
+    for model in sorted(m for m in models if m.startswith("fastkan-")):
+        for label, get, better, worse in metrics:
+            value = get(models[model])
+            vs_ref = ratio_phrase(value, get(models[ref]) if ref in models else None, better, worse, ref)
+            vs_mlp = ratio_phrase(value, get(models["mlp"]) if "mlp" in models else None, better, worse, "mlp")
+            lines.append(f"{model} is {vs_ref} and {vs_mlp} in {label}")
+    return note, lines
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render(run: Run, markdown: bool = False) -> str:
+    out = []
+    for (config, device, dtype, mode), models in sorted(group_runs(run).items()):
+        any_rec = next(iter(next(iter(models.values())).values()))
+        title = (
+            f"{config} on {device} ({dtype}, {mode}): batch {any_rec.info.get('batch')}, "
+            f"layers {any_rec.info.get('layers')}, {any_rec.info.get('threads')} thread(s)"
+        )
+        header = ["", *COLUMNS]
+        rows = [[name, *cells] for name, cells in table_rows(models)]
+        note, lines = claims(models)
+        mem = (
+            "memory: CUDA peak max_memory_allocated of each phase"
+            if device == "cuda"
+            else "memory: forward = bytes saved for backward, backward = peak bytes allocated by the backward pass (both exact)"
+        )
+        if markdown:
+            out += [f"### {title}", "", _md_table(header, rows), "", f"Times are medians; {mem}; {note}.", ""]
+            out += [f"- {line}" for line in lines] + [""]
+        else:
+            out += [title, _text_table(header, rows), f"times are medians; {mem}; {note}", *lines, ""]
+    source = f"from {run.describe()}"
+    out.insert(0, (f"_{source}_\n" if markdown else source + "\n"))
+    return "\n".join(out)
+
+
+# --- comparison -------------------------------------------------------------
+
+
+def _normalised(run: Run, reference: str | None) -> dict[str, float | None]:
+    """Each case's median, or its median over the same-group, same-pass median of ``reference``."""
+    if reference is None:
+        return {cid: r.median_s for cid, r in run.records.items()}
+    refs = {(r.group, r.pass_): r.median_s for r in run.records.values() if r.model == reference}
+    return {cid: (r.median_s / refs[(r.group, r.pass_)] if (r.group, r.pass_) in refs else None)
+            for cid, r in run.records.items()}
+
+
+def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None) -> tuple[str, bool]:
+    """Text of the per-case changes from run a to run b, and whether anything regressed."""
+    out = [f"A: {a.describe()}", f"B: {b.describe()}"]
+    for key in ("torch", "node", "cuda_device", "torch_threads"):
+        if a.machine_info.get(key) != b.machine_info.get(key):
+            out.append(
+                f"warning: {key} differs: {a.machine_info.get(key)!r} (A) vs {b.machine_info.get(key)!r} (B); "
+                "the runs may not be comparable"
+            )
+    time_a, time_b = _normalised(a, normalize), _normalised(b, normalize)
+    what = f"median time / {normalize}'s" if normalize else "median time"
+    out.append(f"threshold {threshold:.0%} on {what} and on memory")
+    regressed = False
+    rows = []
+    for cid in sorted(set(a.records) & set(b.records)):
+        ra, rb = a.records[cid], b.records[cid]
+        flags = []
+        ta, tb = time_a[cid], time_b[cid]
+        if ta and tb:
+            dt = tb / ta - 1
+            tcell = f"{dt:+.1%}"
+            if dt > threshold:
+                flags.append("SLOWER")
+            elif dt < -threshold:
+                flags.append("faster")
+        else:
+            tcell = f"no {normalize} case" if normalize else "n/a"
+        ma, mb = ra.memory, rb.memory
+        if ma and mb:
+            dm = mb / ma - 1
+            mcell = f"{dm:+.1%}"
+            if dm > threshold:
+                flags.append("BIGGER")
+            elif dm < -threshold:
+                flags.append("smaller")
+        else:
+            mcell = "n/a"
+        regressed |= "SLOWER" in flags or "BIGGER" in flags
+        rows.append([cid, tcell, mcell, " ".join(flags) or "ok"])
+    out.append(_text_table(["case", "time", "memory", "verdict"], rows) if rows else "no case in common")
+    for name, only in (("A", set(a.records) - set(b.records)), ("B", set(b.records) - set(a.records))):
+        if only:
+            out.append(f"only in {name} ({len(only)}): " + ", ".join(sorted(only)))
+    n_bad = sum(1 for r in rows if "SLOWER" in r[3] or "BIGGER" in r[3])
+    out.append(f"{n_bad} regression(s) beyond {threshold:.0%}" if regressed else "no regression")
+    return "\n".join(out), regressed
+
+
+# --- command line ------------------------------------------------------------
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m perf.report", description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
+    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="benchmark storage (default .benchmarks)")
+    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="change of each case from run A to run B")
+    p.add_argument("--threshold", type=float, default=0.10, help="relative change flagged by --compare (0.10 = 10%%)")
+    p.add_argument("--normalize", metavar="MODEL", help="compare each median divided by MODEL's in the same run")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the figures into FILE (.png or .svg)")
+    args = p.parse_args(argv)
+    if args.threshold <= 0:
+        p.error(f"--threshold must be positive, got {args.threshold}")
+    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
+        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
+    if args.compare and args.runs:
+        p.error("give either RUN ... or --compare A B, not both")
+    if args.normalize and not args.compare:
+        p.error("--normalize only applies to --compare")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.compare:
+            a, b = (load(resolve(spec, args.storage)) for spec in args.compare)
+            if args.normalize and not any(r.model == args.normalize for r in (*a.records.values(), *b.records.values())):
+                raise ReportError(f"--normalize {args.normalize}: no such model in either run")
+            text, regressed = compare(a, b, args.threshold, args.normalize)
+            print(text)
+            return REGRESSED if regressed else 0
+        runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+        if args.plot is not None:
+            from .plots import plot_runs
+
+            files = plot_runs(runs, args.plot)
+        for run in runs:
+            print(render(run, markdown=args.markdown))
+        if args.plot is not None:
+            print("figures: " + ", ".join(str(f) for f in files))
+        return 0
+    except ReportError as e:
+        print(f"perf.report: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
