@@ -1,0 +1,38 @@
+"""The CI gate: compare a run with the saved baseline, if there is one.
+
+    python -m perf.gate CURRENT BASELINE [--normalize mlp] [--threshold 0.2]
+
+Exit codes: 0 no regression (or no baseline yet), 2 bad input, 3 regressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .report import REGRESSED, compare
+from .runs import ReportError, load
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m perf.gate", description=__doc__.split("\n")[0])
+    p.add_argument("current", type=Path)
+    p.add_argument("baseline", type=Path)
+    p.add_argument("--normalize", metavar="MODEL", default=None)
+    p.add_argument("--threshold", type=float, default=0.2)
+    args = p.parse_args(argv)
+    if not args.baseline.exists():
+        print(f"perf.gate: no baseline at {args.baseline} yet; nothing to compare (a push to main saves one)")
+        return 0
+    try:
+        text, regressed = compare(load(args.baseline), load(args.current), args.threshold, args.normalize)
+    except ReportError as e:
+        print(f"perf.gate: error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return REGRESSED if regressed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
