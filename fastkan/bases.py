@@ -15,27 +15,33 @@ import torch
 from torch import Tensor
 
 BasisFn = Callable[[Tensor], Tensor]
+DerivativeFn = Callable[[Tensor, Tensor], Tensor]
 
 #: name -> elementwise function of the scaled distance ``d``.
 BASES: dict[str, BasisFn] = {}
+#: name -> ``derivative(d, phi)``, the basis' derivative given ``phi = basis(d)``.
+#: Optional: the fused path uses it to skip autograd when recomputing a block.
+DERIVATIVES: dict[str, DerivativeFn] = {}
 
 # Beyond this |d| every decaying bump below is 0 in float64 (exp(-745) == 0),
 # so clamping there changes no value and keeps pow/exp gradients finite.
 _FAR = 750.0
 
 
-def register(name: str, fn: BasisFn | None = None, **options: float):
+def register(name: str, fn: BasisFn | None = None, derivative: DerivativeFn | None = None, **options: float):
     """Register ``fn`` (with fixed keyword ``options``) as basis ``name``.
 
     Usable as a decorator (``@register("name")``) or directly
-    (``register("gauss-p3", gaussian, exponent=3.0)``).
+    (``register("gauss-p3", gaussian, exponent=3.0)``). ``derivative(d, phi)``
+    is optional; without it the fused path differentiates ``fn`` by autograd.
     """
 
     def add(f: BasisFn) -> BasisFn:
         if name in BASES:
             raise ValueError(f"basis {name!r} is already registered")
-        entry = functools.partial(f, **options) if options else f
-        BASES[name] = entry
+        BASES[name] = functools.partial(f, **options) if options else f
+        if derivative is not None:
+            DERIVATIVES[name] = functools.partial(derivative, **options) if options else derivative
         return f
 
     return add(fn) if fn is not None else add
@@ -51,7 +57,14 @@ def get_basis(name: str) -> BasisFn:
         raise ValueError(f"unknown basis {name!r}; known bases: {', '.join(BASES)}") from None
 
 
-@register("gaussian")
+def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tensor:
+    if exponent == 2.0:
+        return (d * phi).mul_(-2.0)
+    a = d.abs().clamp_(max=_FAR)
+    return a.pow_(exponent - 1.0).mul_(phi).mul_(torch.sign(d)).mul_(-exponent)
+
+
+@register("gaussian", derivative=_gaussian_derivative)
 def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
     """fast-kan's radial basis ``exp(-|d|**exponent)`` (exponent 2: Gaussian)."""
     if exponent == 2.0:
@@ -61,12 +74,12 @@ def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
 
 # Other exponents, as the seed suggests. Named so that no basis name contains
 # another one: `pytest -k fastkan-gaussian` then selects exactly one model.
-register("gauss-p1.5", gaussian, exponent=1.5)
-register("gauss-p3", gaussian, exponent=3.0)
-register("gauss-p4", gaussian, exponent=4.0)
+register("gauss-p1.5", gaussian, _gaussian_derivative, exponent=1.5)
+register("gauss-p3", gaussian, _gaussian_derivative, exponent=3.0)
+register("gauss-p4", gaussian, _gaussian_derivative, exponent=4.0)
 
 
-@register("expit")
+@register("expit", derivative=lambda d, phi: (1.0 - phi).mul_(phi).mul_(d).mul_(2.0))
 def expit(d: Tensor) -> Tensor:
     """The seed's formula as written: ``1 / (exp(-d**2) + 1)``.
 
@@ -76,26 +89,31 @@ def expit(d: Tensor) -> Tensor:
     return torch.special.expit(d * d)
 
 
-@register("centred-expit")
+@register("centred-expit", derivative=lambda d, phi: (1.0 - 0.5 * phi).mul_(phi).mul_(d).mul_(-2.0))
 def expit_centred(d: Tensor) -> Tensor:
     """The seed's expit turned into a bump: ``2 / (1 + exp(d**2))``, 1 at the centre, 0 far away."""
     return 2.0 * torch.special.expit(-d * d)
 
 
-@register("rswaf")
+@register("rswaf", derivative=lambda d, phi: torch.tanh(d).mul_(phi).mul_(-2.0))
 def rswaf(d: Tensor) -> Tensor:
     """FasterKAN's reflectional switch ``1 - tanh(d)**2`` (= sech(d)**2)."""
     t = torch.tanh(d)
     return 1.0 - t * t
 
 
-@register("inverse-quadratic")
+@register("inverse-quadratic", derivative=lambda d, phi: (phi * phi).mul_(d).mul_(-2.0))
 def inverse_quadratic(d: Tensor) -> Tensor:
     """Cauchy bump ``1 / (1 + d**2)``: heavy tails, no transcendental function."""
     return torch.reciprocal(1.0 + d * d)
 
 
-@register("wendland")
+def _wendland_derivative(d: Tensor, phi: Tensor) -> Tensor:
+    s = 1.0 - d.abs().clamp(max=1.0)
+    return (s * s).mul_(s).mul_(d).mul_(-20.0)
+
+
+@register("wendland", derivative=_wendland_derivative)
 def wendland(d: Tensor) -> Tensor:
     """Wendland's C2 bump ``max(0, 1 - |d|)**4 * (4|d| + 1)``: compact support |d| < 1."""
     a = d.abs().clamp(max=1.0)
@@ -104,13 +122,20 @@ def wendland(d: Tensor) -> Tensor:
     return s2 * s2 * (4.0 * a + 1.0)
 
 
-@register("hat")
+@register("hat", derivative=lambda d, phi: torch.sign(d).neg_().mul_(phi > 0))
 def hat(d: Tensor) -> Tensor:
     """The order-1 B-spline ``max(0, 1 - |d|)``: piecewise linear interpolation."""
     return (1.0 - d.abs()).clamp(min=0.0)
 
 
-@register("bspline")
+def _bspline_derivative(d: Tensor, phi: Tensor) -> Tensor:
+    a = d.abs().clamp(max=2.0)
+    inner = a * (1.5 * a - 2.0)
+    outer = (2.0 - a) ** 2 * -0.5
+    return torch.where(a < 1.0, inner, outer).mul_(torch.sign(d))
+
+
+@register("bspline", derivative=_bspline_derivative)
 def bspline(d: Tensor) -> Tensor:
     """The exact cardinal cubic B-spline centred at 0 with unit knot spacing.
 

@@ -4,8 +4,8 @@ The plain composition allocates several (N, in, G) tensors in the forward
 pass and keeps them for backward, which is what makes KANs slow and heavy.
 Here the basis is built one cache-sized block of input features at a time
 and multiplied straight away; backward recomputes each block, so only the
-inputs are saved. Any registered basis works: its derivative comes from
-autograd on the block.
+inputs are saved. Any registered basis works: its derivative is the one
+registered with it, else autograd on the block.
 """
 
 from __future__ import annotations
@@ -17,25 +17,50 @@ from torch import Tensor
 BLOCK_ELEMENTS = 1 << 16
 
 
-def _blocks(n: int, in_dim: int, num_grids: int):
-    step = max(1, BLOCK_ELEMENTS // max(1, n * num_grids))
+def _step(n: int, in_dim: int, num_grids: int) -> int:
+    return min(in_dim, max(1, BLOCK_ELEMENTS // max(1, n * num_grids)))
+
+
+def _blocks(in_dim: int, step: int):
     for start in range(0, in_dim, step):
         yield start, min(in_dim, start + step)
 
 
+class _Distances:
+    """``d = u / h - grid / h`` block by block, as (N * block, 2) @ (2, G) matrix products.
+
+    A broadcast subtraction with an inner dimension of G elements runs several
+    times slower than the product, which also lays ``d`` out as the
+    (N, block * G) matrix that the spline weight multiplies. The left operand
+    is kept transposed, (2, N * block), so filling it is a plain copy.
+    """
+
+    def __init__(self, u: Tensor, grid: Tensor, h: Tensor, step: int):
+        self.inv_h = 1.0 / h
+        self.us = u * self.inv_h
+        self.n = u.shape[0]
+        self.xt = u.new_empty(2, self.n * step)
+        self.xt[1].fill_(1.0)
+        self.y = torch.stack([torch.ones_like(grid), -grid * self.inv_h])  # (2, G)
+
+    def block(self, a: int, b: int) -> Tensor:
+        m = self.n * (b - a)
+        xt = self.xt[:, :m]
+        xt[0].view(self.n, b - a).copy_(self.us[:, a:b])
+        return torch.mm(xt.t(), self.y).view(self.n, (b - a) * self.y.shape[1])
+
+
 class _FusedSpline(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, fn) -> Tensor:
+    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, fn, derivative) -> Tensor:
         n, in_dim = u.shape
         g = grid.numel()
-        w = weight.view(weight.shape[0], in_dim, g)
-        inv_h = 1.0 / h
-        us, gs = u * inv_h, grid * inv_h
+        step = _step(n, in_dim, g)
+        dist = _Distances(u, grid, h, step)
         out = u.new_zeros(n, weight.shape[0])
-        for a, b in _blocks(n, in_dim, g):
-            phi = fn(us[:, a:b, None] - gs).reshape(n, (b - a) * g)
-            out.addmm_(phi, w[:, a:b].reshape(-1, (b - a) * g).t())
-        ctx.fn = fn
+        for a, b in _blocks(in_dim, step):
+            out.addmm_(fn(dist.block(a, b)), weight[:, a * g : b * g].t())
+        ctx.fn, ctx.derivative = fn, derivative
         ctx.save_for_backward(u, grid, h, weight)
         return out
 
@@ -50,36 +75,57 @@ class _FusedSpline(torch.autograd.Function):
         u, grid, h, weight = ctx.saved_tensors
         n, in_dim = u.shape
         g = grid.numel()
-        w = weight.view(weight.shape[0], in_dim, g)
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
-        inv_h = 1.0 / h
-        us, gs = u * inv_h, grid * inv_h
+        step = _step(n, in_dim, g)
+        dist = _Distances(u, grid, h, step)
+        inv_h = dist.inv_h
         grad_u = torch.empty_like(u) if need_u else None
-        grad_w = torch.empty_like(w) if need_w else None
-        # dL/dd summed over the batch and inputs (grid) and weighted by d (width).
+        grad_w = torch.empty_like(weight) if need_w else None
+        # Column blocks of grad_w are strided writes; when the weight has at
+        # least as many rows as the batch, one product over all basis values
+        # (a temporary no larger than grad_w) is much faster.
+        phis = u.new_empty(n, in_dim * g) if need_w and n <= weight.shape[0] else None
+        # dL/dd summed over batch and inputs per centre (grid), and weighted by d (width).
         sum_gd = grid.new_zeros(g) if need_grid else None
         sum_gd_d = h.new_zeros(()) if need_h else None
-        for a, b in _blocks(n, in_dim, g):
-            with torch.enable_grad():
-                d = (us[:, a:b, None] - gs).detach().requires_grad_()
+        ones_g = grid.new_ones(g)
+        for a, b in _blocks(in_dim, step):
+            cols = slice(a * g, b * g)
+            d = dist.block(a, b)  # (N, block * G)
+            if ctx.derivative is None:
+                with torch.enable_grad():
+                    d.requires_grad_()
+                    phi = ctx.fn(d)
+            else:
                 phi = ctx.fn(d)
-            if need_w:
-                grad_w[:, a:b] = (grad_out.t() @ phi.detach().reshape(n, -1)).view(-1, b - a, g)
-            if need_u or need_grid or need_h:
-                grad_phi = (grad_out @ w[:, a:b].reshape(-1, (b - a) * g)).view(n, b - a, g)
-                (grad_d,) = torch.autograd.grad(phi, d, grad_phi)
-                if need_u:
-                    grad_u[:, a:b] = grad_d.sum(-1) * inv_h
-                if need_grid:
-                    sum_gd -= grad_d.sum((0, 1))
-                if need_h:
-                    sum_gd_d -= (grad_d * d.detach()).sum()
+            if phis is not None:
+                phis[:, cols] = phi.detach()
+            elif need_w:
+                grad_w[:, cols] = grad_out.t() @ phi.detach()
+            if not (need_u or need_grid or need_h):
+                continue
+            grad_d = grad_out @ weight[:, cols]
+            if ctx.derivative is None:
+                (grad_d,) = torch.autograd.grad(phi, d, grad_d)
+                d = d.detach()
+            else:
+                grad_d.mul_(ctx.derivative(d, phi))
+            rows = grad_d.view(n * (b - a), g)
+            if need_u:
+                grad_u[:, a:b] = torch.mv(rows, ones_g).view(n, b - a).mul_(inv_h)
+            if need_grid:
+                sum_gd -= rows.sum(0)
+            if need_h:
+                sum_gd_d -= torch.dot(grad_d.view(-1), d.view(-1))
+        if phis is not None:
+            torch.mm(grad_out.t(), phis, out=grad_w)
         grad_grid = sum_gd * inv_h if need_grid else None
         grad_h = sum_gd_d * inv_h if need_h else None
-        grad_w = grad_w.view_as(weight) if need_w else None
-        return grad_u, grad_grid, grad_h, grad_w, None
+        return grad_u, grad_grid, grad_h, grad_w, None, None
 
 
 def fused_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out)."""
-    return _FusedSpline.apply(u, basis.grid, basis.denominator, weight, basis.fn)
+    if u.shape[0] == 0:
+        return u.new_zeros(0, weight.shape[0]) + 0 * weight.sum()  # keeps the graph for empty batches
+    return _FusedSpline.apply(u, basis.grid, basis.denominator, weight, basis.fn, basis.derivative)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bases import get_basis
+from .bases import DERIVATIVES, get_basis
 
 
 def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -53,6 +53,7 @@ class RadialBasis(nn.Module):
         if not math.isfinite(denominator) or denominator <= 0:
             raise ValueError(f"denominator must be positive and finite, got {denominator}")
         self.fn = get_basis(basis)
+        self.derivative = DERIVATIVES.get(basis)
         self.name = basis
         factory = {"device": device, "dtype": dtype}
         self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)
