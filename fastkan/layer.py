@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -113,6 +114,12 @@ class FastKANLayer(nn.Module):
         if use_layernorm and input_dim == 1:
             raise ValueError(
                 "LayerNorm over input_dim=1 outputs zeros for every input; pass use_layernorm=False"
+            )
+        if use_layernorm and input_dim == 2:
+            warnings.warn(
+                "LayerNorm over input_dim=2 keeps little more than the sign of the two inputs' difference; "
+                "for low-dimensional inputs pass use_layernorm=False with a grid covering them",
+                stacklevel=2,
             )
         factory = {"device": device, "dtype": dtype}
         self.input_dim, self.output_dim = input_dim, output_dim

@@ -6,11 +6,13 @@ Loaded by ``perf/conftest.py``; tests load it into ``pytester`` runs the same wa
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
 
 from .cases import CONFIGS, DEVICES, DTYPES, MODES, PASSES, Case, models
+from .fit import FIT_SETTINGS, TASKS, FitCase
 
 REGRESSION_EXIT_CODE = 3
 
@@ -27,6 +29,17 @@ def pytest_addoption(parser):
     group.addoption("--perf-dtype", default="float32", help=f"comma-separated dtypes among {', '.join(DTYPES)}")
     group.addoption("--perf-mode", default="eager", help=f"comma-separated execution modes among {', '.join(MODES)}")
     group.addoption("--perf-threads", default=1, type=int, help="torch CPU threads (default 1: steadiest timings)")
+    group.addoption(
+        "--perf-reference",
+        default=None,
+        metavar="MODEL",
+        help="also time MODEL's run of the same case before every round (e.g. mlp), for noise-proof ratios",
+    )
+    group.addoption(
+        "--perf-fit",
+        default="quick",
+        help=f"fit-quality cases: {', '.join(FIT_SETTINGS)} or none (default quick)",
+    )
     group.addoption(
         "--perf-seconds", default=0.5, type=float, help="time budget of each case's timed rounds (default 0.5 s)"
     )
@@ -56,6 +69,12 @@ class Selection:
         self.models = _choose(config, "perf_model", models())
         self.dtypes = _choose(config, "perf_dtype", DTYPES)
         self.modes = _choose(config, "perf_mode", MODES)
+        self.reference = config.getoption("perf_reference")
+        if self.reference is not None and self.reference not in models():
+            raise pytest.UsageError(f"unknown --perf-reference value {self.reference}; valid: {', '.join(models())}")
+        self.fit = config.getoption("perf_fit")
+        if self.fit not in (*FIT_SETTINGS, "none"):
+            raise pytest.UsageError(f"unknown --perf-fit value {self.fit}; valid: {', '.join(FIT_SETTINGS)}, none")
         self.threads = config.getoption("perf_threads")
         self.seconds = config.getoption("perf_seconds")
         if self.threads < 1:
@@ -79,6 +98,13 @@ class Selection:
                             out.extend(Case(model, config, device, p, dtype, mode) for p in PASSES)
         return out
 
+    def fit_cases(self) -> list[FitCase]:
+        """Fit quality is measured on the CPU, in float32 eager mode, for every model but pykan."""
+        if self.fit == "none" or "cpu" not in self.devices:
+            return []
+        table = models()
+        return [FitCase(m, t) for m in self.models if not table[m].small_only for t in TASKS]
+
     def device_kind(self) -> str:
         """Names the hardware the run's histories belong to; CPU and each GPU kind get their own folder."""
         kinds = []
@@ -89,10 +115,33 @@ class Selection:
         return "+".join(kinds) or "none"
 
 
+def pin_malloc() -> bool:
+    """Fix glibc's malloc thresholds (Linux); True if done.
+
+    glibc raises its mmap threshold as large blocks are freed, so the same
+    case flips between two speeds (fresh pages, or reused heap) depending
+    on what ran before it. Fixed thresholds keep tensors of up to 32 MiB on
+    the heap, reused like in a long training run.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     selection = config._perf_selection = Selection(config)
     torch.set_num_threads(selection.threads)
+    config._perf_malloc_pinned = pin_malloc()
     # Before pytest-benchmark opens its storage: one folder per device kind,
     # so CPU histories and those of each GPU kind never mix.
     storage = getattr(config.option, "benchmark_storage", None)
@@ -100,25 +149,40 @@ def pytest_configure(config):
         config.option.benchmark_storage = f"{storage.rstrip('/')}/{selection.device_kind()}"
 
 
+def _param(case, missing: str | None, cuda: bool):
+    marks = []
+    if missing:
+        marks.append(pytest.mark.skip(reason=missing))
+    elif cuda and not torch.cuda.is_available():
+        marks.append(pytest.mark.skip(reason="CUDA is not available on this machine"))
+    return pytest.param(case, id=case.id, marks=marks)
+
+
 def pytest_generate_tests(metafunc):
-    if "perf_case" not in metafunc.fixturenames:
-        return
     table = models()
-    params = []
-    for case in metafunc.config._perf_selection.cases():
-        marks = []
-        missing = table[case.model].missing
-        if missing:
-            marks.append(pytest.mark.skip(reason=missing))
-        elif case.device == "cuda" and not torch.cuda.is_available():
-            marks.append(pytest.mark.skip(reason="CUDA is not available on this machine"))
-        params.append(pytest.param(case, id=case.id, marks=marks))
-    metafunc.parametrize("perf_case", params)
+    selection = metafunc.config._perf_selection
+    if "perf_case" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "perf_case",
+            [_param(c, table[c.model].missing, c.device == "cuda") for c in selection.cases()],
+        )
+    if "fit_case" in metafunc.fixturenames:
+        metafunc.parametrize("fit_case", [_param(c, table[c.model].missing, False) for c in selection.fit_cases()])
 
 
 @pytest.fixture
 def perf_threads(request) -> int:
     return request.config._perf_selection.threads
+
+
+@pytest.fixture
+def perf_reference(request) -> str | None:
+    return request.config._perf_selection.reference
+
+
+@pytest.fixture
+def perf_fit(request) -> str:
+    return request.config._perf_selection.fit
 
 
 @pytest.fixture
@@ -130,6 +194,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["torch"] = torch.__version__
     machine_info["torch_threads"] = torch.get_num_threads()
     machine_info["cuda_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    machine_info["malloc_pinned"] = getattr(config, "_perf_malloc_pinned", False)
     selection = getattr(config, "_perf_selection", None)
     if selection is not None:
         machine_info["perf_device_kind"] = selection.device_kind()

@@ -2,6 +2,7 @@
 
     python -m perf.report [RUN ...] [--markdown] [--plot FILE]
     python -m perf.report --compare A B [--threshold 0.1] [--normalize mlp]
+    python -m perf.report bases [RUN ...] [--config mnist] [--markdown] [--plot FILE]
 
 RUN is a saved JSON file, a pytest-benchmark storage folder (its latest run)
 or a run number/id in the default storage; without RUN, the latest saved
@@ -14,11 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
 
 REGRESSED = 3
+SPEED_PASSES = ("forward", "backward", "train-step")
 COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
 
 
@@ -32,10 +35,11 @@ def ratio_phrase(value: float | None, other: float | None, better: str, worse: s
 
 
 def group_runs(run: Run) -> dict[tuple, dict[str, dict[str, Record]]]:
-    """(config, device, dtype, mode) -> model -> pass -> record."""
+    """(config, device, dtype, mode) -> model -> pass -> record, for the speed passes."""
     groups: dict[tuple, dict[str, dict[str, Record]]] = defaultdict(lambda: defaultdict(dict))
     for rec in run.records.values():
-        groups[rec.group][rec.model][rec.pass_] = rec
+        if rec.pass_ in SPEED_PASSES:
+            groups[rec.group][rec.model][rec.pass_] = rec
     return groups
 
 
@@ -95,7 +99,30 @@ def claims(models: dict[str, dict[str, Record]]) -> tuple[str, list[str]]:
             vs_ref = ratio_phrase(value, get(models[ref]) if ref in models else None, better, worse, ref)
             vs_mlp = ratio_phrase(value, get(models["mlp"]) if "mlp" in models else None, better, worse, "mlp")
             lines.append(f"{model} is {vs_ref} and {vs_mlp} in {label}")
+    lines.extend(totals(models, ref))
     return note, lines
+
+
+def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
+    """Forward plus backward time and saved bytes of the default FastKAN against the reference and the MLP."""
+    fk = models.get("fastkan-gaussian", {})
+
+    def both(passes):
+        return passes["forward"].median_s + passes["backward"].median_s if {"forward", "backward"} <= set(passes) else None
+
+    t = both(fk)
+    if t is None:
+        return []
+    out = []
+    if ref in models and both(models[ref]):
+        out.append(f"{both(models[ref]) / t:.2f}x faster than {ref}")
+    if "mlp" in models and both(models["mlp"]):
+        out.append(f"{t / both(models['mlp']):.2f}x the mlp's time")
+    saved = fk["forward"].info.get("saved_bytes")
+    mlp_saved = models.get("mlp", {}).get("forward")
+    if saved is not None and mlp_saved is not None and mlp_saved.info.get("saved_bytes"):
+        out.append(f"saves {saved / mlp_saved.info['saved_bytes']:.2f}x the mlp's bytes for backward")
+    return ["fastkan-gaussian forward + backward: " + ", ".join(out)] if out else []
 
 
 def _text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -140,12 +167,69 @@ def render(run: Run, markdown: bool = False) -> str:
 
 
 def _normalised(run: Run, reference: str | None) -> dict[str, float | None]:
-    """Each case's median, or its median over the same-group, same-pass median of ``reference``."""
+    """Each case's median, or its median over the reference model's for the same group and pass.
+
+    The reference measured inside the case, interleaved with its rounds
+    (``pytest perf --perf-reference=MODEL``), is preferred: the median of the
+    per-round ratios, else the ratio of medians; otherwise the reference
+    model's own case of the same run is used.
+    """
     if reference is None:
         return {cid: r.median_s for cid, r in run.records.items()}
     refs = {(r.group, r.pass_): r.median_s for r in run.records.values() if r.model == reference}
-    return {cid: (r.median_s / refs[(r.group, r.pass_)] if (r.group, r.pass_) in refs else None)
-            for cid, r in run.records.items()}
+    out = {}
+    for cid, r in run.records.items():
+        if r.info.get("reference_model") == reference and r.info.get("reference_ratio"):
+            out[cid] = r.info["reference_ratio"]
+        elif r.info.get("reference_model") == reference and r.info.get("reference_median_s"):
+            out[cid] = r.median_s / r.info["reference_median_s"]
+        elif r.model == reference:
+            out[cid] = 1.0
+        else:
+            ref = refs.get((r.group, r.pass_))
+            out[cid] = r.median_s / ref if ref else None
+    return out
+
+
+@dataclass
+class Change:
+    """How one case moved from run A to run B; ratios are B / A - 1, None where unmeasured."""
+
+    case: str
+    time: float | None
+    memory: float | None
+    rmse: float | None
+    threshold: float
+
+    @property
+    def flags(self) -> list[str]:
+        out = []
+        for value, worse, better in ((self.time, "SLOWER", "faster"), (self.memory, "BIGGER", "smaller"),
+                                     (self.rmse, "WORSE-FIT", "better-fit")):
+            if value is not None and value > self.threshold:
+                out.append(worse)
+            elif value is not None and value < -self.threshold:
+                out.append(better)
+        return out
+
+    @property
+    def regressed(self) -> bool:
+        return any(f.isupper() for f in self.flags)
+
+
+def _change(x: float | None, y: float | None) -> float | None:
+    return y / x - 1 if x and y else None
+
+
+def changes(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None) -> list[Change]:
+    """Per case present in both runs: change of (normalised) median time, of memory and of fit RMSE."""
+    time_a, time_b = _normalised(a, normalize), _normalised(b, normalize)
+    out = []
+    for cid in sorted(set(a.records) & set(b.records)):
+        ra, rb = a.records[cid], b.records[cid]
+        out.append(Change(cid, _change(time_a[cid], time_b[cid]), _change(ra.memory, rb.memory),
+                          _change(ra.info.get("rmse_mean"), rb.info.get("rmse_mean")), threshold))
+    return out
 
 
 def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None) -> tuple[str, bool]:
@@ -157,43 +241,21 @@ def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None
                 f"warning: {key} differs: {a.machine_info.get(key)!r} (A) vs {b.machine_info.get(key)!r} (B); "
                 "the runs may not be comparable"
             )
-    time_a, time_b = _normalised(a, normalize), _normalised(b, normalize)
     what = f"median time / {normalize}'s" if normalize else "median time"
-    out.append(f"threshold {threshold:.0%} on {what} and on memory")
-    regressed = False
+    out.append(f"threshold {threshold:.0%} on {what}, on memory and on fit RMSE")
     rows = []
-    for cid in sorted(set(a.records) & set(b.records)):
-        ra, rb = a.records[cid], b.records[cid]
-        flags = []
-        ta, tb = time_a[cid], time_b[cid]
-        if ta and tb:
-            dt = tb / ta - 1
-            tcell = f"{dt:+.1%}"
-            if dt > threshold:
-                flags.append("SLOWER")
-            elif dt < -threshold:
-                flags.append("faster")
-        else:
-            tcell = f"no {normalize} case" if normalize else "n/a"
-        ma, mb = ra.memory, rb.memory
-        if ma and mb:
-            dm = mb / ma - 1
-            mcell = f"{dm:+.1%}"
-            if dm > threshold:
-                flags.append("BIGGER")
-            elif dm < -threshold:
-                flags.append("smaller")
-        else:
-            mcell = "n/a"
-        regressed |= "SLOWER" in flags or "BIGGER" in flags
-        rows.append([cid, tcell, mcell, " ".join(flags) or "ok"])
-    out.append(_text_table(["case", "time", "memory", "verdict"], rows) if rows else "no case in common")
+    found = changes(a, b, threshold, normalize)
+    for c in found:
+        pct = lambda v, missing="n/a": missing if v is None else f"{v:+.1%}"  # noqa: E731
+        time_cell = pct(c.time, f"no {normalize} case" if normalize else "n/a")
+        rows.append([c.case, time_cell, pct(c.memory), pct(c.rmse, ""), " ".join(c.flags) or "ok"])
+    out.append(_text_table(["case", "time", "memory", "fit rmse", "verdict"], rows) if rows else "no case in common")
     for name, only in (("A", set(a.records) - set(b.records)), ("B", set(b.records) - set(a.records))):
         if only:
             out.append(f"only in {name} ({len(only)}): " + ", ".join(sorted(only)))
-    n_bad = sum(1 for r in rows if "SLOWER" in r[3] or "BIGGER" in r[3])
-    out.append(f"{n_bad} regression(s) beyond {threshold:.0%}" if regressed else "no regression")
-    return "\n".join(out), regressed
+    n_bad = sum(c.regressed for c in found)
+    out.append(f"{n_bad} regression(s) beyond {threshold:.0%}" if n_bad else "no regression")
+    return "\n".join(out), bool(n_bad)
 
 
 # --- command line ------------------------------------------------------------
@@ -221,7 +283,12 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bases"]:
+        from .bases import main as bases_main
+
+        return bases_main(argv[1:])
+    args = parse_args(argv)
     try:
         if args.compare:
             a, b = (load(resolve(spec, args.storage)) for spec in args.compare)

@@ -1,20 +1,25 @@
 """The benchmark: one test per case of the matrix (see perf/cases.py)."""
 
+import dataclasses
+import statistics
 import time
 
 from perf.cases import CONFIGS, Setup, models
 from perf.measure import measure
 
 
-def _rounds(run, prepare, seconds: float) -> int:
+def _timed(prepare, run) -> float:
     args, kwargs = prepare()
     start = time.perf_counter()
     run(*args, **kwargs)
-    once = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def _rounds(once: float, seconds: float) -> int:
     return int(min(1000, max(5, seconds / max(once, 1e-9))))
 
 
-def test_perf(benchmark, perf_case, perf_threads, perf_seconds):
+def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     case = perf_case
     setup = Setup(case)
     cfg = CONFIGS[case.config]
@@ -37,5 +42,26 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds):
     # The untimed memory pass doubles as the first warm-up round.
     benchmark.extra_info.update(measure(setup))
     prepare, run = setup.pass_fns()
-    rounds = 1 if benchmark.disabled else _rounds(run, prepare, perf_seconds)
+
+    reference_times = []
+    if perf_reference and perf_reference != case.model and not models()[perf_reference].missing:
+        # The reference runs just before every round of the case, so both see the
+        # same machine: their ratio cancels the slow drifts of a shared runner.
+        ref_prepare, ref_run = Setup(dataclasses.replace(case, model=perf_reference)).pass_fns()
+        case_prepare = prepare
+
+        def prepare():
+            reference_times.append(_timed(ref_prepare, ref_run))
+            return case_prepare()
+
+    rounds = 1 if benchmark.disabled else _rounds(_timed(prepare, run), perf_seconds)
     benchmark.pedantic(run, setup=prepare, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
+    if reference_times:
+        # Each timed round is preceded by its own reference run: pair them up.
+        data = benchmark.stats.stats.data if benchmark.stats else []
+        paired = [c / r for c, r in zip(data, reference_times[-len(data):]) if r > 0] if data else []
+        benchmark.extra_info.update(
+            reference_model=perf_reference,
+            reference_median_s=statistics.median(reference_times[-len(data):] if data else reference_times),
+            reference_ratio=statistics.median(paired) if paired else None,
+        )

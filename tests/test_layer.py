@@ -185,6 +185,45 @@ def test_non_integer_sizes_are_type_errors():
         FastKANLayer("3", 2)
 
 
+def test_layernorm_over_two_inputs_warns():
+    with pytest.warns(UserWarning, match="use_layernorm=False"):
+        FastKANLayer(2, 3)
+    x = torch.tensor([[0.1, 0.9], [-3.0, 5.0]])
+    # Why: both rows normalise to the same pair, whatever the inputs' size.
+    ln = torch.nn.LayerNorm(2)
+    torch.testing.assert_close(ln(x)[0], ln(x)[1], atol=1e-3, rtol=0)
+
+
+def test_autograd_fallback_for_a_basis_without_derivative():
+    from fastkan.bases import BASES, register
+
+    register("test-cosine-bump", lambda d: torch.cos(d.clamp(-3, 3) * 0.5) ** 2)
+    try:
+        torch.manual_seed(0)
+        layer = FastKANLayer(4, 3, basis="test-cosine-bump", train_grid=True, train_denominator=True,
+                             dtype=torch.float64)
+        assert layer.basis.derivative is None
+        x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+        names = [n for n, _ in layer.named_parameters()]
+
+        def f(x, *ps):
+            return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))
+
+        assert torch.autograd.gradcheck(f, (x, *layer.parameters()))
+    finally:
+        del BASES["test-cosine-bump"]
+
+
+@pytest.mark.parametrize("basis", list(BASES))
+def test_registered_derivatives_match_autograd(basis):
+    from fastkan.bases import DERIVATIVES, get_basis
+
+    d = ((torch.rand(4000, dtype=torch.float64) - 0.5) * 10).requires_grad_()
+    phi = get_basis(basis)(d)
+    (expected,) = torch.autograd.grad(phi.sum(), d)
+    torch.testing.assert_close(DERIVATIVES[basis](d.detach(), phi.detach()), expected)
+
+
 def test_input_dim_one_without_layernorm_works():
     layer = FastKANLayer(1, 2, use_layernorm=False)
     assert layer(torch.randn(5, 1)).shape == (5, 2)

@@ -151,6 +151,8 @@ def test_no_regression_exit_code_0(suite):
         ("--perf-model=fastkan-nope", "unknown --perf-model value fastkan-nope; valid: fastkan-gaussian"),
         ("--perf-dtype=float8", "unknown --perf-dtype value float8; valid: float32, bfloat16, float16"),
         ("--perf-threads=0", "--perf-threads must be at least 1, got 0"),
+        ("--perf-reference=nope", "unknown --perf-reference value nope; valid: fastkan-gaussian"),
+        ("--perf-fit=huge", "unknown --perf-fit value huge; valid: smoke, quick, full, none"),
     ],
 )
 def test_bad_options_are_usage_errors(suite, option, message):
@@ -166,3 +168,47 @@ def test_cuda_device_without_cuda_says_so(suite):
     result = suite.runpytest("--collect-only", "--perf-device=cuda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --perf-device=cuda: CUDA is not available on this machine*"])
+
+
+def test_fit_cases_cover_every_model_and_task(suite):
+    from perf.fit import TASKS
+
+    suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
+    result = suite.runpytest("--collect-only", "-q", "test_fitting.py")
+    ids = {line.split("[", 1)[1].rstrip("]") for line in result.outlines if line.startswith("test_fitting.py::")}
+    expected = {f"{m}/fit-{t}/cpu/fit" for m, spec in models().items() if not spec.small_only for t in TASKS}
+    assert ids == expected
+    result = suite.runpytest("--collect-only", "-q", "test_fitting.py", "--perf-fit=none")
+    assert not any("/fit-" in line for line in result.outlines)
+
+
+def test_fit_run_records_accuracy_and_feeds_the_bases_report(suite):
+    suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
+    result = suite.runpytest_subprocess(
+        "test_fitting.py", "--perf-fit=smoke", "--perf-model=fastkan-gaussian,mlp", "-k", "fit-seed",
+        "--benchmark-autosave",
+    )
+    assert result.ret == 0
+    (path,) = (suite.path / ".benchmarks").glob("*/*/*.json")
+    benches = {b["param"]: b["extra_info"] for b in json.loads(path.read_text())["benchmarks"]}
+    assert set(benches) == {"fastkan-gaussian/fit-seed/cpu/fit", "mlp/fit-seed/cpu/fit"}
+    gauss = benches["fastkan-gaussian/fit-seed/cpu/fit"]
+    assert len(gauss["rmse"]) == 2 and gauss["rmse_mean"] > 0 and gauss["steps"] == 5
+    assert 0 < gauss["approx_rel_l2"] < 0.02 and gauss["approx_rel_l2_best"] < gauss["approx_rel_l2"]
+    assert "approx_rel_l2" not in benches["mlp/fit-seed/cpu/fit"]
+    from perf.report import main
+
+    assert main(["bases", str(path)]) == 0
+
+
+def test_reference_is_timed_inside_each_case(suite):
+    result = suite.runpytest_subprocess(
+        "--perf-config=tiny", "--perf-device=cpu", "--perf-model=fastkan-gaussian,mlp", "--perf-reference=mlp",
+        "--perf-seconds=0.02", "--benchmark-json=out.json",
+    )
+    assert result.ret == 0
+    benches = {b["param"]: b["extra_info"] for b in json.loads((suite.path / "out.json").read_text())["benchmarks"]}
+    for p in PASSES:
+        info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
+        assert info["reference_model"] == "mlp" and info["reference_median_s"] > 0
+        assert "reference_model" not in benches[f"mlp/tiny/cpu/{p}"]

@@ -52,6 +52,9 @@ def test_table_and_claims_are_the_right_numbers(tmp_path, capsys):
     assert f"is {8 / 1:.2f}x smaller than bspline and {1 / 0.5:.2f}x bigger than mlp in forward memory" in out
     assert f"is {6 / 3:.2f}x smaller than bspline and {3 / 2:.2f}x bigger than mlp in backward memory" in out
     assert "reference KAN: bspline (efficient-kan was not measured)" in out
+    total, ref_total, mlp_total = 2.0 + 4.0, 10.0 + 22.0, 1.0 + 1.5
+    assert (f"fastkan-gaussian forward + backward: {ref_total / total:.2f}x faster than bspline, "
+            f"{total / mlp_total:.2f}x the mlp's time, saves {1_000_000 / 500_000:.2f}x the mlp's bytes for backward") in out
 
 
 def test_efficient_kan_is_the_reference_when_measured(tmp_path, capsys):
@@ -207,3 +210,22 @@ def test_bad_arguments_are_usage_errors(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--threshold", "-1", "--compare", "a", "b"])
     assert e.value.code == 2
+
+
+def test_normalize_prefers_the_reference_timed_inside_the_case(tmp_path, capsys):
+    a = write_run(tmp_path / "a.json", SEED)
+    data = json.loads(a.read_text())
+    for bench in data["benchmarks"]:
+        bench["extra_info"].update(reference_model="mlp", reference_median_s=bench["stats"]["median"] / 2)
+    a.write_text(json.dumps(data))
+    # In B every case and its interleaved reference took twice as long: no change.
+    # The separate mlp cases did not move, so only the interleaved ratio stays quiet.
+    data_b = json.loads(a.read_text())
+    for bench in data_b["benchmarks"]:
+        if not bench["param"].startswith("mlp/"):
+            bench["stats"]["median"] *= 2
+            bench["extra_info"]["reference_median_s"] *= 2
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(data_b))
+    assert main(["--compare", str(a), str(b), "--normalize", "mlp"]) == 0
+    assert main(["--compare", str(a), str(b)]) == 3

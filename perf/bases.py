@@ -1,0 +1,143 @@
+"""``python -m perf.report bases``: which basis? Approximation, fit quality and speed in one table."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from pathlib import Path
+
+from .runs import DEFAULT_STORAGE, ReportError, Run, load, resolve
+
+SPEED_CONFIGS = ("mnist", "seed-300k", "kanbench-10m", "tiny")
+
+
+def collect(runs: list[Run], config: str | None):
+    """model -> {'fit': {task: info}, 'approx': info, 'forward'/'backward': seconds}; and the speed config used."""
+    rows: dict[str, dict] = {}
+    for run in runs:
+        for rec in run.records.values():
+            row = rows.setdefault(rec.model, {"fit": {}})
+            if rec.pass_ == "fit":
+                row["fit"][rec.info["task"]] = rec.info
+                if "approx_rel_l2" in rec.info:
+                    row["approx"] = rec.info
+    speed = [r for run in runs for r in run.records.values()
+             if r.device == "cpu" and r.dtype == "float32" and r.mode == "eager" and r.pass_ in ("forward", "backward")]
+    configs = {r.config for r in speed if r.model == "fastkan-gaussian"}
+    chosen = config or next((c for c in SPEED_CONFIGS if c in configs), min(configs) if configs else None)
+    if config and config not in configs:
+        raise ReportError(f"--config {config}: no CPU speed cases of fastkan-gaussian with it in the run(s)")
+    for r in speed:
+        if r.config == chosen:
+            rows.setdefault(r.model, {"fit": {}})[r.pass_] = r.median_s
+    if not any(row["fit"] for row in rows.values()):
+        raise ReportError(f"{runs[0].path}: no fit-quality cases (run `pytest perf` with --perf-fit=quick or full)")
+    return rows, chosen
+
+
+def table(rows: dict, chosen: str | None):
+    tasks = sorted({t for row in rows.values() for t in row["fit"]})
+    header = ["basis", "rel L2 (h=1)", "max err", "best h", "rel L2 (best h)",
+              *[f"rmse {t}" for t in tasks], "fwd vs gaussian", "bwd vs gaussian"]
+    ref = rows.get("fastkan-gaussian", {})
+    out = []
+    order = sorted(rows, key=lambda m: (not m.startswith("fastkan-"), m))
+    for model in order:
+        row = rows[model]
+        a = row.get("approx")
+        cells = [model.replace("fastkan-", "") if model.startswith("fastkan-") else f"({model})"]
+        cells += ([f"{a['approx_rel_l2']:.4f}", f"{a['approx_max']:.4f}", f"{a['best_width']:.2f}",
+                   f"{a['approx_rel_l2_best']:.4f}"] if a else ["", "", "", ""])
+        cells += [f"{row['fit'][t]['rmse_mean']:.4f} ± {row['fit'][t]['rmse_std']:.4f}" if t in row["fit"] else "n/a"
+                  for t in tasks]
+        for p in ("forward", "backward"):
+            cells.append(f"{row[p] / ref[p]:.2f}x" if p in row and p in ref else "n/a")
+        out.append(cells)
+    return header, out, tasks
+
+
+def pareto_points(rows: dict, tasks: list[str]):
+    """(model, time relative to gaussian, geometric-mean RMSE relative to gaussian) for models with both."""
+    ref = rows.get("fastkan-gaussian")
+    pts = []
+    if not ref or "forward" not in ref or "backward" not in ref:
+        return pts
+    for model, row in rows.items():
+        if not all(t in row["fit"] for t in tasks) or "forward" not in row or "backward" not in row:
+            continue
+        t = (row["forward"] + row["backward"]) / (ref["forward"] + ref["backward"])
+        err = math.exp(statistics.fmean(math.log(row["fit"][k]["rmse_mean"] / ref["fit"][k]["rmse_mean"]) for k in tasks))
+        pts.append((model, t, err))
+    return pts
+
+
+def front(points):
+    """The points no other point beats in both time and error."""
+    return sorted((p for p in points if not any(q[1] <= p[1] and q[2] <= p[2] and q != p for q in points)),
+                  key=lambda p: p[1])
+
+
+def plot(points, path: Path) -> Path:
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, t, e in points:
+        ax.scatter(t, e, color="tab:blue" if name.startswith("fastkan-") else "tab:gray")
+        ax.annotate(name.replace("fastkan-", ""), (t, e), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    f = front(points)
+    ax.plot([p[1] for p in f], [p[2] for p in f], color="tab:red", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("forward + backward time, relative to gaussian")
+    ax.set_ylabel("fit RMSE (geometric mean over tasks), relative to gaussian")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv) -> int:
+    import sys
+
+    from .report import _md_table, _text_table
+
+    p = argparse.ArgumentParser(prog="python -m perf.report bases", description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    p.add_argument("--config", default=None, help=f"configuration of the speed columns (default: first of {SPEED_CONFIGS})")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="the speed-versus-accuracy Pareto front (.png or .svg)")
+    args = p.parse_args(argv)
+    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
+        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
+    try:
+        runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+        rows, chosen = collect(runs, args.config)
+        header, body, tasks = table(rows, chosen)
+        points = pareto_points(rows, tasks)
+        if args.plot is not None:
+            plot(points, args.plot)
+    except ReportError as e:
+        print(f"perf.report: error: {e}", file=sys.stderr)
+        return 2
+    any_fit = next(info for row in rows.values() for info in row["fit"].values())
+    notes = [
+        f"from {runs[0].describe()}",
+        "approximation: best linear map from 8 bumps to the cubic B-splines on the grid's interior, "
+        "width h in grid spacings",
+        f"fit: test RMSE, mean ± std over {any_fit['seeds']} seeds, {any_fit['steps']} Adam steps, "
+        f"about {any_fit['params']} trainable parameters per model",
+        f"speed: CPU medians on {chosen}, relative to fastkan-gaussian",
+        "Pareto front (fastest for its error): " + ", ".join(m for m, _, _ in front(points)),
+    ]
+    if args.markdown:
+        print("\n".join(["_" + notes[0] + "_", "", _md_table(header, body), "", *[f"- {n}" for n in notes[1:]]]))
+    else:
+        print("\n".join([notes[0], _text_table(header, body), *notes[1:]]))
+    if args.plot is not None:
+        print(f"figure: {args.plot}")
+    return 0

@@ -1,0 +1,121 @@
+"""Fit quality: every model trained on the same seeded regression tasks.
+
+The tasks are functions of two inputs in [-1, 1] of different smoothness.
+Every model gets about the same number of parameters, the same optimizer,
+steps and seeds; the test RMSE is recorded beside the speed measurements so
+that accuracy regressions are tracked like speed ones.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from fastkan import MLP, BSplineKAN, FastKANLayer
+from fastkan.mlp import matched_hidden
+
+TASKS: dict[str, Callable[[Tensor], Tensor]] = {
+    # The seed's benchmark target.
+    "seed": lambda x: torch.exp(torch.sin(math.pi * x[:, 0]) + x[:, 1] ** 2),
+    # Smooth and separable in products: easy for bumps and B-splines alike.
+    "product": lambda x: x[:, 0] * x[:, 1] + 0.5 * torch.cos(math.pi * x[:, 1]),
+    # Kinks: not differentiable at 0.
+    "kink": lambda x: x[:, 0].abs() - (x[:, 1] - 0.3).abs(),
+    # High frequency along one input: needs resolution from the grid.
+    "wave": lambda x: torch.sin(4 * math.pi * x[:, 0]) * torch.exp(-(x[:, 1] ** 2)),
+}
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    hidden: int = 8  # FastKAN [2, hidden, 1]; the other models are matched in parameters
+    steps: int = 300
+    seeds: int = 3
+    train: int = 1024
+    test: int = 1024
+    lr: float = 1e-2
+
+
+FIT_SETTINGS = {
+    "smoke": FitSettings(steps=5, seeds=2, train=64, test=64),  # the suite's own tests
+    "quick": FitSettings(),  # the default run
+    "full": FitSettings(hidden=16, steps=2000, seeds=5, train=4096, test=4096),
+}
+
+
+@dataclass(frozen=True)
+class FitCase:
+    model: str
+    task: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/fit-{self.task}/cpu/fit"
+
+
+def fastkan_model(basis: str, settings: FitSettings) -> nn.Module:
+    """FastKAN [2, hidden, 1] for inputs in [-1, 1].
+
+    LayerNorm over two inputs keeps little more than the sign of their
+    difference, so the first layer puts its grid on the data's range instead;
+    the hidden layer keeps fast-kan's LayerNorm.
+    """
+    return nn.Sequential(
+        FastKANLayer(2, settings.hidden, grid_min=-1.0, grid_max=1.0, use_layernorm=False, basis=basis),
+        FastKANLayer(settings.hidden, 1, basis=basis),
+    )
+
+
+def build(model: str, settings: FitSettings) -> nn.Module:
+    """The model named as in the speed matrix, sized for the fit tasks."""
+    if model.startswith("fastkan-"):
+        return fastkan_model(model[len("fastkan-"):], settings)
+    budget = sum(p.numel() for p in fastkan_model("gaussian", settings).parameters() if p.requires_grad)
+    if model in ("bspline", "efficient-kan"):
+        # grid_size 5, order 3: 10 parameters per edge, 3 edges per hidden unit.
+        width = max(1, round(budget / (10 * 3)))
+        if model == "bspline":
+            return BSplineKAN([2, width, 1])
+        from fastkan.baselines import efficient_kan_model
+
+        return efficient_kan_model([2, width, 1])
+    if model == "mlp":
+        return MLP([2, matched_hidden(2, 1, budget), 1])
+    raise ValueError(f"no fit recipe for model {model!r}")
+
+
+def data(task: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=g) * 2 - 1
+    return x, TASKS[task](x)[:, None]
+
+
+def fit(model_name: str, task: str, settings: FitSettings) -> dict:
+    """Train on ``settings.seeds`` seeds; the test RMSE of each, their mean and spread."""
+    rmses = []
+    for seed in range(settings.seeds):
+        torch.manual_seed(seed)
+        model = build(model_name, settings)
+        x, y = data(task, settings.train, 1000 + seed)
+        xt, yt = data(task, settings.test, 2000 + seed)
+        opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        for _ in range(settings.steps):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        with torch.no_grad():
+            rmses.append(nn.functional.mse_loss(model(xt), yt).sqrt().item())
+    return {
+        "task": task,
+        "rmse": rmses,
+        "rmse_mean": statistics.fmean(rmses),
+        "rmse_std": statistics.stdev(rmses) if len(rmses) > 1 else 0.0,
+        "params": sum(p.numel() for p in build(model_name, settings).parameters() if p.requires_grad),
+        "steps": settings.steps,
+        "seeds": settings.seeds,
+    }

@@ -1,0 +1,32 @@
+"""Fit quality of every model on the seeded regression tasks (see perf/fit.py)."""
+
+import functools
+
+from fastkan.approx import best_width, bspline_fit_error
+from perf.cases import models
+from perf.fit import FIT_SETTINGS, fit
+
+
+@functools.lru_cache(maxsize=None)
+def approximation(basis: str) -> dict:
+    """How well the basis reproduces the cubic B-splines (8 centres), at the default and the best width."""
+    rel, worst = bspline_fit_error(basis, 8)
+    width, best = best_width(basis, 8)
+    return {"approx_rel_l2": rel, "approx_max": worst, "best_width": width,
+            "approx_rel_l2_best": best, "approx_max_best": bspline_fit_error(basis, 8, width=width)[1]}
+
+
+def test_fit(benchmark, fit_case, perf_fit, perf_threads):
+    case = fit_case
+    settings = FIT_SETTINGS[perf_fit]
+    basis = models()[case.model].basis
+    info = benchmark.extra_info
+    info.update(model=case.model, basis=basis, config=f"fit-{case.task}", device="cpu", dtype="float32",
+                mode="eager", threads=perf_threads, hidden=settings.hidden, fit_settings=perf_fit,
+                **{"pass": "fit"})
+    if case.model.startswith("fastkan-"):
+        info.update(approximation(basis))
+    # One round: the time is that of the whole training, the point is its accuracy.
+    result = benchmark.pedantic(fit, args=(case.model, case.task, settings), rounds=1, iterations=1)
+    info.update(result)
+    assert result["rmse_mean"] == result["rmse_mean"], "training diverged (nan RMSE)"
