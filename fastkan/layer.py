@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bases import DERIVATIVES, get_basis
+from .bases import DERIVATIVES, OF_SQUARE, get_basis
 
 
 def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -55,6 +55,7 @@ class RadialBasis(nn.Module):
             raise ValueError(f"denominator must be positive and finite, got {denominator}")
         self.fn = get_basis(basis)
         self.derivative = DERIVATIVES.get(basis)
+        self.of_square = OF_SQUARE.get(basis)
         self.name = basis
         factory = {"device": device, "dtype": dtype}
         self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)

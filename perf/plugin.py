@@ -99,11 +99,11 @@ class Selection:
         return out
 
     def fit_cases(self) -> list[FitCase]:
-        """Fit quality is measured on the CPU, in float32 eager mode, for every model but pykan."""
+        """Fit quality is measured on the CPU, in float32 eager mode, for the models that have it."""
         if self.fit == "none" or "cpu" not in self.devices:
             return []
         table = models()
-        return [FitCase(m, t) for m in self.models if not table[m].small_only for t in TASKS]
+        return [FitCase(m, t) for m in self.models if table[m].fit for t in TASKS]
 
     def device_kind(self) -> str:
         """Names the hardware the run's histories belong to; CPU and each GPU kind get their own folder."""

@@ -76,6 +76,21 @@ def test_fused_path_matches_reference_float32(basis, batch, out):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "expit", "centred-expit"])
+@pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64)])
+def test_square_shortcut_is_accurate_in_float32(basis, grid):
+    # The fused forward gets d**2 of these bases as one sum of large terms; it
+    # must stay as accurate as the plain d * d where the bumps matter.
+    lo, hi, g = grid
+    torch.manual_seed(0)
+    layer = FastKANLayer(16, 3, grid_min=lo, grid_max=hi, num_grids=g, basis=basis, use_layernorm=False)
+    x = lo + (hi - lo) * torch.rand(50, 16)
+    x[0] = 1e12  # and far outside the grid
+    y = layer(x)
+    layer.fused = False
+    torch.testing.assert_close(y, layer(x), rtol=2e-4, atol=2e-5)
+
+
 def test_fused_path_blocks_match_one_block(monkeypatch):
     import fastkan.fused as fused
 
