@@ -79,9 +79,9 @@ def front(points):
 
 
 def plot(points, path: Path) -> Path:
-    from .plots import _pyplot
+    from .plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, t, e in points:
         ax.scatter(t, e, color="tab:blue" if name.startswith("fastkan-") else "tab:gray")
@@ -93,10 +93,8 @@ def plot(points, path: Path) -> Path:
     ax.set_xlabel("forward + backward time, relative to gaussian")
     ax.set_ylabel("fit RMSE (geometric mean over tasks), relative to gaussian")
     ax.legend()
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(plt, fig, path)
     return path
 
 

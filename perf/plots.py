@@ -8,7 +8,7 @@ from pathlib import Path
 from .runs import ReportError, Run
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -19,11 +19,13 @@ def _pyplot():
     return plt
 
 
-def _groups(runs: list[Run]):
-    """(config, device, dtype, mode) -> model -> pass -> median seconds, later runs winning."""
+def _groups(runs: list[Run], only: list[str] | None = None):
+    """(config, device, dtype, mode) -> model -> pass -> record, later runs winning."""
     out: dict = {}
     for run in runs:
         for rec in run.records.values():
+            if rec.pass_ == "fit" or (only and rec.model not in only):
+                continue
             out.setdefault(rec.group, {}).setdefault(rec.model, {})[rec.pass_] = rec
     return dict(sorted(out.items()))
 
@@ -44,24 +46,33 @@ def _grid(plt, n: int, title: str):
     return fig, list(axes.flat)
 
 
+def _bars(ax, names: list[str], series: list[tuple[str, list[float]]], title: str) -> None:
+    """Grouped bars, one group per model, one bar per series, on a log scale."""
+    width = 0.8 / max(1, len(series))
+    for k, (label, ys) in enumerate(series):
+        ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(names))], ys, width, label=label)
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xticks(range(len(names)), [n.replace("fastkan-", "fk-") for n in names], rotation=60, ha="right",
+                  fontsize=7)
+    ax.legend(fontsize=6)
+
+
+def save_figure(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_times(plt, groups, path: Path) -> None:
     fig, axes = _grid(plt, len(groups), "median time per pass (log scale)")
     for ax, (group, models) in zip(axes, groups.items()):
         names = sorted(models, key=lambda m: (not m.startswith("fastkan"), m))
-        width = 0.4
-        for k, p in enumerate(("forward", "backward")):
-            xs = [i + (k - 0.5) * width for i in range(len(names))]
-            ys = [models[m][p].median_s * 1e3 if p in models[m] else 0 for m in names]
-            ax.bar(xs, ys, width, label=p)
-        ax.set_yscale("log")
+        series = [(p, [models[m][p].median_s * 1e3 if p in models[m] else 0 for m in names])
+                  for p in ("forward", "backward")]
+        _bars(ax, names, series, _label(group))
         ax.set_ylabel("ms")
-        ax.set_title(_label(group))
-        ax.set_xticks(range(len(names)), [n.replace("fastkan-", "fk-") for n in names], rotation=60, ha="right",
-                      fontsize=7)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def plot_ratios(plt, groups, path: Path) -> None:
@@ -69,26 +80,17 @@ def plot_ratios(plt, groups, path: Path) -> None:
     for ax, (group, models) in zip(axes, groups.items()):
         ref = "efficient-kan" if "efficient-kan" in models else "bspline"
         names = sorted(m for m in models if m.startswith("fastkan-"))
-        bars = []
+        series = []
         for p in ("forward", "backward"):
             if ref in models and p in models[ref]:
-                bars.append((f"{p}: x faster than {ref}", [models[ref][p].median_s / models[m][p].median_s
-                                                           if p in models[m] else 0 for m in names]))
+                series.append((f"{p}: x faster than {ref}", [models[ref][p].median_s / models[m][p].median_s
+                                                             if p in models[m] else 0 for m in names]))
             if "mlp" in models and p in models["mlp"]:
-                bars.append((f"{p}: x slower than mlp", [models[m][p].median_s / models["mlp"][p].median_s
-                                                         if p in models[m] else 0 for m in names]))
-        width = 0.8 / max(1, len(bars))
-        for k, (label, ys) in enumerate(bars):
-            ax.bar([i + (k - (len(bars) - 1) / 2) * width for i in range(len(names))], ys, width, label=label)
+                series.append((f"{p}: x slower than mlp", [models[m][p].median_s / models["mlp"][p].median_s
+                                                           if p in models[m] else 0 for m in names]))
+        _bars(ax, names, series, _label(group))
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_yscale("log")
-        ax.set_title(_label(group))
-        ax.set_xticks(range(len(names)), [n.replace("fastkan-", "") for n in names], rotation=60, ha="right",
-                      fontsize=7)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def plot_sweeps(plt, groups, path: Path) -> bool:
@@ -122,16 +124,14 @@ def plot_sweeps(plt, groups, path: Path) -> bool:
             ax.set_ylabel(ylabel)
             ax.set_title(f"{kind} sweep on {device}")
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(plt, fig, path)
     return True
 
 
-def plot_runs(runs: list[Run], path: Path) -> list[Path]:
+def plot_runs(runs: list[Run], path: Path, only: list[str] | None = None) -> list[Path]:
     """Draw the figures; ``path`` gets the times, siblings ``-ratios`` (and ``-sweeps``) the rest."""
-    plt = _pyplot()
-    groups = _groups(runs)
+    plt = pyplot()
+    groups = _groups(runs, only)
     path.parent.mkdir(parents=True, exist_ok=True)
     ratios = path.with_name(f"{path.stem}-ratios{path.suffix}")
     sweeps = path.with_name(f"{path.stem}-sweeps{path.suffix}")

@@ -137,9 +137,13 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def render(run: Run, markdown: bool = False) -> str:
+def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> str:
     out = []
     for (config, device, dtype, mode), models in sorted(group_runs(run).items()):
+        if only:
+            models = {m: p for m, p in models.items() if m in only}
+            if not models:
+                continue
         any_rec = next(iter(next(iter(models.values())).values()))
         title = (
             f"{config} on {device} ({dtype}, {mode}): batch {any_rec.info.get('batch')}, "
@@ -266,6 +270,7 @@ def parse_args(argv):
     p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
     p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="benchmark storage (default .benchmarks)")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    p.add_argument("--models", default=None, help="comma-separated models to show (default: all measured)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="change of each case from run A to run B")
     p.add_argument("--threshold", type=float, default=0.10, help="relative change flagged by --compare (0.10 = 10%%)")
     p.add_argument("--normalize", metavar="MODEL", help="compare each median divided by MODEL's in the same run")
@@ -298,12 +303,17 @@ def main(argv=None) -> int:
             print(text)
             return REGRESSED if regressed else 0
         runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+        only = [m.strip() for m in args.models.split(",")] if args.models else None
+        measured = {r.model for run in runs for r in run.records.values()}
+        unknown = [m for m in only or [] if m not in measured]
+        if unknown:
+            raise ReportError(f"--models: {', '.join(unknown)} not measured in the run(s); measured: {', '.join(sorted(measured))}")
         if args.plot is not None:
             from .plots import plot_runs
 
-            files = plot_runs(runs, args.plot)
+            files = plot_runs(runs, args.plot, only)
         for run in runs:
-            print(render(run, markdown=args.markdown))
+            print(render(run, markdown=args.markdown, only=only))
         if args.plot is not None:
             print("figures: " + ", ".join(str(f) for f in files))
         return 0

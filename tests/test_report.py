@@ -57,6 +57,15 @@ def test_table_and_claims_are_the_right_numbers(tmp_path, capsys):
             f"{total / mlp_total:.2f}x the mlp's time, saves {1_000_000 / 500_000:.2f}x the mlp's bytes for backward") in out
 
 
+def test_models_option_keeps_only_those_rows(tmp_path, capsys):
+    run = write_run(tmp_path / "run.json", SEED)
+    assert main([str(run), "--models", "fastkan-gaussian,mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "fastkan-gaussian-cpu" in out and "mlp-cpu" in out and "bspline-cpu" not in out
+    assert main([str(run), "--models", "fastkan-nope"]) == 2
+    assert "--models: fastkan-nope not measured" in capsys.readouterr().err
+
+
 def test_efficient_kan_is_the_reference_when_measured(tmp_path, capsys):
     run = write_run(tmp_path / "run.json", {**SEED, "efficient-kan": (8.0, 16.0, 1, 1)})
     assert main([str(run)]) == 0
