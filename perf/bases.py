@@ -30,7 +30,11 @@ def collect(runs: list[Run], config: str | None):
         raise ReportError(f"--config {config}: no CPU speed cases of fastkan-gaussian with it in the run(s)")
     for r in speed:
         if r.config == chosen:
-            rows.setdefault(r.model, {"fit": {}})[r.pass_] = r.median_s
+            row = rows.setdefault(r.model, {"fit": {}})
+            row[r.pass_] = r.median_s
+            if r.info.get("reference_model") == "fastkan-gaussian" and r.info.get("reference_ratio"):
+                # Timed against gaussian round by round (pytest perf --perf-reference=fastkan-gaussian).
+                row[r.pass_ + " ratio"] = r.info["reference_ratio"]
     if not any(row["fit"] for row in rows.values()):
         raise ReportError(f"{runs[0].path}: no fit-quality cases (run `pytest perf` with --perf-fit=quick or full)")
     return rows, chosen
@@ -52,9 +56,19 @@ def table(rows: dict, chosen: str | None):
         cells += [f"{row['fit'][t]['rmse_mean']:.4f} ± {row['fit'][t]['rmse_std']:.4f}" if t in row["fit"] else "n/a"
                   for t in tasks]
         for p in ("forward", "backward"):
-            cells.append(f"{row[p] / ref[p]:.2f}x" if p in row and p in ref else "n/a")
+            r = relative(row, ref, p)
+            cells.append(f"{r:.2f}x" if r is not None else "n/a")
         out.append(cells)
     return header, out, tasks
+
+
+def relative(row: dict, ref: dict, p: str) -> float | None:
+    """Time of a pass relative to gaussian's: the interleaved ratio if measured, else the ratio of medians."""
+    if row is ref:
+        return 1.0
+    if p + " ratio" in row:
+        return row[p + " ratio"]
+    return row[p] / ref[p] if p in row and p in ref else None
 
 
 def pareto_points(rows: dict, tasks: list[str]):
@@ -66,7 +80,9 @@ def pareto_points(rows: dict, tasks: list[str]):
     for model, row in rows.items():
         if not all(t in row["fit"] for t in tasks) or "forward" not in row or "backward" not in row:
             continue
-        t = (row["forward"] + row["backward"]) / (ref["forward"] + ref["backward"])
+        t = (relative(row, ref, "forward") * ref["forward"] + relative(row, ref, "backward") * ref["backward"]) / (
+            ref["forward"] + ref["backward"]
+        )
         err = math.exp(statistics.fmean(math.log(row["fit"][k]["rmse_mean"] / ref["fit"][k]["rmse_mean"]) for k in tasks))
         pts.append((model, t, err))
     return pts

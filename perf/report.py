@@ -115,7 +115,7 @@ def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
         return []
     out = []
     if ref in models and both(models[ref]):
-        out.append(f"{both(models[ref]) / t:.2f}x faster than {ref}")
+        out.append(ratio_phrase(t, both(models[ref]), "faster", "slower", ref))
     if "mlp" in models and both(models["mlp"]):
         out.append(f"{t / both(models['mlp']):.2f}x the mlp's time")
     saved = fk["forward"].info.get("saved_bytes")
@@ -158,7 +158,7 @@ def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> s
             else "memory: forward = bytes saved for backward, backward = peak bytes allocated by the backward pass (both exact)"
         )
         if markdown:
-            out += [f"### {title}", "", _md_table(header, rows), "", f"Times are medians; {mem}; {note}.", ""]
+            out += [f"#### {title}", "", _md_table(header, rows), "", f"Times are medians; {mem}; {note}.", ""]
             out += [f"- {line}" for line in lines] + [""]
         else:
             out += [title, _text_table(header, rows), f"times are medians; {mem}; {note}", *lines, ""]

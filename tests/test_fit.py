@@ -105,3 +105,15 @@ def test_bases_report_without_fit_cases_exits_2(tmp_path, capsys):
     path.write_text(json.dumps({"machine_info": {}, "benchmarks": [_speed_bench("mlp", "forward", 1.0)]}))
     assert main(["bases", str(path)]) == 2
     assert "no fit-quality cases" in capsys.readouterr().err
+
+
+def test_bases_report_prefers_interleaved_ratios(tmp_path, capsys):
+    run = _bases_run(tmp_path)
+    data = json.loads(run.read_text())
+    for bench in data["benchmarks"]:
+        if bench["param"] == "fastkan-hat/mnist/cpu/forward":
+            bench["extra_info"].update(reference_model="fastkan-gaussian", reference_ratio=0.7)
+    run.write_text(json.dumps(data))
+    assert main(["bases", str(run)]) == 0
+    hat = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("hat"))
+    assert hat.split()[-2:] == ["0.70x", "0.50x"]
