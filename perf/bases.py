@@ -145,7 +145,9 @@ def main(argv) -> int:
         "width h in grid spacings",
         f"fit: test RMSE, mean ± std over {any_fit['seeds']} seeds, {any_fit['steps']} Adam steps, "
         f"about {any_fit['params']} trainable parameters per model",
-        f"speed: CPU medians on {chosen}, relative to fastkan-gaussian",
+        f"speed: CPU, {chosen}, relative to fastkan-gaussian"
+        + ("; timed round by round against it (median of per-round ratios)"
+           if any(k.endswith(" ratio") for row in rows.values() for k in row) else "; ratio of medians"),
         "Pareto front (fastest for its error): " + ", ".join(m for m, _, _ in front(points)),
     ]
     if args.markdown:
