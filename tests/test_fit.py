@@ -84,7 +84,7 @@ def test_bases_report_numbers(tmp_path, capsys):
     assert "0.0200 ± 0.0000" in rows["gaussian"] and "0.0800 ± 0.0000" in rows["hat"]
     assert rows["hat"].split()[-2:] == ["0.50x", "0.50x"]
     assert rows["rswaf"].split()[-2:] == ["1.50x", "1.50x"]
-    assert "speed: CPU medians on mnist" in out
+    assert "speed: CPU, mnist, relative to fastkan-gaussian; ratio of medians" in out
     # rswaf is slower and less accurate than gaussian: off the front.
     assert "Pareto front (fastest for its error): fastkan-mlp" not in out
     assert "Pareto front (fastest for its error): mlp, fastkan-hat, fastkan-gaussian" in out
