@@ -82,9 +82,11 @@ class FastKANLayer(nn.Module):
 
     ``spline_linear(basis(layernorm(x)).flatten(-2)) + base_linear(silu(x))``,
     with fast-kan's constructor arguments and defaults. The spline path is
-    evaluated by a fused kernel (``fastkan.fused``) that never keeps the
-    (..., input_dim, num_grids) basis tensor for backward; ``fused=False``
-    runs the plain composition of torch operations, kept as the reference.
+    evaluated without keeping the (..., input_dim, num_grids) basis tensor for
+    backward: by Triton kernels on CUDA where they cover the basis
+    (``fastkan.triton_spline``), else blockwise (``fastkan.fused``);
+    ``fused=False`` runs the plain composition of torch operations, kept as
+    the reference.
     """
 
     def __init__(
@@ -136,11 +138,16 @@ class FastKANLayer(nn.Module):
 
     def spline(self, u: Tensor) -> Tensor:
         """The spline path on normalised input: (N, in) -> (N, out)."""
-        if self.fused:
-            from .fused import fused_spline
+        if not self.fused:
+            return self.spline_linear(self.basis(u).flatten(-2))
+        if u.is_cuda and u.shape[0] > 0:
+            from . import triton_spline
 
-            return fused_spline(u, self.basis, self.spline_linear.weight)
-        return self.spline_linear(self.basis(u).flatten(-2))
+            if triton_spline.available(u, self.basis):
+                return triton_spline.triton_spline(u, self.basis, self.spline_linear.weight)
+        from .fused import fused_spline
+
+        return fused_spline(u, self.basis, self.spline_linear.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_last_dim(x, self.input_dim, type(self).__name__)

@@ -1,0 +1,165 @@
+"""The spline path on CUDA as Triton kernels: the basis is built inside the matrix products.
+
+``basis(u).flatten(-2) @ weight.T`` without the (N, in, G) basis tensor ever
+reaching GPU memory, forward and backward (weight and input gradients; a
+trainable grid or width falls back to ``fastkan.fused``). Supported bases are
+those in ``TRITON_BASES``. Where Triton or CUDA is missing, ``available``
+says no and the layer uses ``fastkan.fused``. With ``TRITON_INTERPRET=1`` the
+kernels run on CPU tensors, which is how the tests check them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the environment
+    triton = None
+
+#: basis name -> kernel code of its formula
+TRITON_BASES = {"gaussian": 0, "inverse-quadratic": 1, "rswaf": 2}
+_EXP_CAP = 64.0  # as in fastkan.bases: keeps exp out of denormals
+
+
+def available(u: Tensor, basis) -> bool:
+    """Whether the Triton path can evaluate this basis for this input (CUDA, or the interpreter)."""
+    import os
+
+    if triton is None or basis.name not in TRITON_BASES:
+        return False
+    if basis.grid.requires_grad or basis.denominator.requires_grad:
+        return False
+    return u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _precision(u: Tensor) -> str:
+    # Follow torch's own choice for float32 products (TF32 only when allowed).
+    return "tf32" if u.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _phi(d, KIND: tl.constexpr):
+        """Basis value and its derivative in d."""
+        if KIND == 0:
+            p = tl.exp(-tl.minimum(d * d, _EXP_CAP))
+            return p, -2.0 * d * p
+        elif KIND == 1:
+            p = 1.0 / (1.0 + d * d)
+            return p, -2.0 * d * p * p
+        else:
+            e = tl.exp(-2.0 * tl.abs(d))
+            t = (1.0 - e) / (1.0 + e)
+            t = tl.where(d < 0, -t, t)
+            p = 1.0 - t * t
+            return p, -2.0 * t * p
+
+    @triton.jit
+    def _basis_tile(U, C, offs_n, offs_k, N, IN, G: tl.constexpr, inv_h, KIND: tl.constexpr):
+        k_ok = offs_k < IN * G
+        i = offs_k // G
+        u = tl.load(U + offs_n[:, None] * IN + i[None, :], mask=(offs_n[:, None] < N) & k_ok[None, :], other=0.0)
+        c = tl.load(C + offs_k % G, mask=k_ok, other=0.0)
+        d = (u.to(tl.float32) - c.to(tl.float32)[None, :]) * inv_h
+        p, dp = _phi(d, KIND)
+        valid = (offs_n[:, None] < N) & k_ok[None, :]
+        return tl.where(valid, p, 0.0), tl.where(valid, dp, 0.0)
+
+    @triton.jit
+    def _forward(U, C, W, OUT, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+        acc = tl.zeros((BLOCK_N, BLOCK_O), dtype=tl.float32)
+        K = IN * G
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            p, _ = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
+            w = tl.load(W + offs_o[None, :] * K + offs_k[:, None], mask=(offs_k[:, None] < K) & (offs_o[None, :] < OUTD),
+                        other=0.0)
+            acc += tl.dot(p, w.to(tl.float32), input_precision=PRECISION)
+        tl.store(OUT + offs_n[:, None] * OUTD + offs_o[None, :], acc.to(OUT.dtype.element_ty),
+                 mask=(offs_n[:, None] < N) & (offs_o[None, :] < OUTD))
+
+    @triton.jit
+    def _grad_weight(U, C, GO, GW, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+        offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+        offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        acc = tl.zeros((BLOCK_O, BLOCK_K), dtype=tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            p, _ = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
+            go = tl.load(GO + offs_n[:, None] * OUTD + offs_o[None, :],
+                         mask=(offs_n[:, None] < N) & (offs_o[None, :] < OUTD), other=0.0)
+            acc += tl.dot(tl.trans(go.to(tl.float32)), p, input_precision=PRECISION)
+        K = IN * G
+        tl.store(GW + offs_o[:, None] * K + offs_k[None, :], acc.to(GW.dtype.element_ty),
+                 mask=(offs_o[:, None] < OUTD) & (offs_k[None, :] < K))
+
+    @triton.jit
+    def _grad_input(U, C, GO, W, GU, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        K = IN * G
+        grad_phi = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for o0 in range(0, OUTD, BLOCK_O):
+            offs_o = o0 + tl.arange(0, BLOCK_O)
+            go = tl.load(GO + offs_n[:, None] * OUTD + offs_o[None, :],
+                         mask=(offs_n[:, None] < N) & (offs_o[None, :] < OUTD), other=0.0)
+            w = tl.load(W + offs_o[:, None] * K + offs_k[None, :], mask=(offs_o[:, None] < OUTD) & (offs_k[None, :] < K),
+                        other=0.0)
+            grad_phi += tl.dot(go.to(tl.float32), w.to(tl.float32), input_precision=PRECISION)
+        _, dp = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
+        # Several columns of a tile belong to one input: sum them into it atomically.
+        tl.atomic_add(GU + offs_n[:, None] * IN + (offs_k // G)[None, :], grad_phi * dp * inv_h,
+                      mask=(offs_n[:, None] < N) & (offs_k[None, :] < K))
+
+
+_BLOCKS = {"BLOCK_N": 32, "BLOCK_O": 32, "BLOCK_K": 32}
+
+
+class _TritonSpline(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u: Tensor, grid: Tensor, weight: Tensor, inv_h: float, kind: int) -> Tensor:
+        u, grid, weight = u.contiguous(), grid.contiguous(), weight.contiguous()
+        n, in_dim = u.shape
+        out_dim, g = weight.shape[0], grid.numel()
+        out = torch.empty(n, out_dim, device=u.device, dtype=u.dtype)
+        launch = (triton.cdiv(n, _BLOCKS["BLOCK_N"]), triton.cdiv(out_dim, _BLOCKS["BLOCK_O"]))
+        _forward[launch](u, grid, weight, out, n, in_dim, out_dim, g, inv_h, kind, _precision(u), **_BLOCKS)
+        ctx.save_for_backward(u, grid, weight)
+        ctx.inv_h, ctx.kind = inv_h, kind
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        u, grid, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        n, in_dim = u.shape
+        out_dim, g = weight.shape[0], grid.numel()
+        grad_u = grad_w = None
+        if ctx.needs_input_grad[2]:
+            grad_w = torch.empty_like(weight)
+            launch = (triton.cdiv(out_dim, _BLOCKS["BLOCK_O"]), triton.cdiv(in_dim * g, _BLOCKS["BLOCK_K"]))
+            _grad_weight[launch](u, grid, grad_out, grad_w, n, in_dim, out_dim, g, ctx.inv_h, ctx.kind, _precision(u),
+                                 **_BLOCKS)
+        if ctx.needs_input_grad[0]:
+            grad_u = torch.zeros(n, in_dim, device=u.device, dtype=torch.float32)
+            launch = (triton.cdiv(n, _BLOCKS["BLOCK_N"]), triton.cdiv(in_dim * g, _BLOCKS["BLOCK_K"]))
+            _grad_input[launch](u, grid, grad_out, weight, grad_u, n, in_dim, out_dim, g, ctx.inv_h, ctx.kind,
+                                _precision(u), **_BLOCKS)
+            grad_u = grad_u.to(u.dtype)
+        return grad_u, None, grad_w, None, None
+
+
+def triton_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
+    """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out), in Triton."""
+    if not available(u, basis):
+        raise RuntimeError(f"the Triton spline path cannot run basis {basis.name!r} here")
+    return _TritonSpline.apply(u, basis.grid, weight, float(1.0 / basis.denominator), TRITON_BASES[basis.name])

@@ -1,0 +1,70 @@
+"""The Triton spline kernels, run on the CPU by Triton's interpreter (TRITON_INTERPRET=1).
+
+The interpreter has to be chosen before Triton is imported, so the checks
+run in a subprocess; they print what they measured and the test asserts.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
+
+CHECK = r"""
+import json, torch, fastkan
+from fastkan.triton_spline import available, triton_spline
+out = []
+for name in ["gaussian", "inverse-quadratic", "rswaf"]:
+    for (n, i, o, g) in [(37, 5, 3, 8), (3, 40, 33, 9), (64, 16, 70, 4)]:
+        torch.manual_seed(0)
+        layer = fastkan.FastKANLayer(i, o, num_grids=g, basis=name, fused=False)
+        u = (torch.randn(n, i) * 1.5).requires_grad_()
+        w = layer.spline_linear.weight
+        gy = torch.randn(n, o)
+        ref = layer.spline(u)
+        ref_gu, ref_gw = torch.autograd.grad(ref, [u, w], gy)
+        got = triton_spline(u, layer.basis, w)
+        gu, gw = torch.autograd.grad(got, [u, w], gy)
+        err = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+        out.append({"basis": name, "shape": [n, i, o, g], "available": available(u, layer.basis),
+                    "value": err(got, ref), "grad_u": err(gu, ref_gu), "grad_w": err(gw, ref_gw)})
+trained = fastkan.FastKANLayer(4, 2, train_grid=True)
+other = fastkan.FastKANLayer(4, 2, basis="hat")
+out.append({"trainable_grid": available(torch.zeros(1, 4), trained.basis),
+            "hat": available(torch.zeros(1, 4), other.basis)})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def results():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_values_and_gradients_match_the_reference(results):
+    checked = [r for r in results if "basis" in r]
+    assert {r["basis"] for r in checked} == {"gaussian", "inverse-quadratic", "rswaf"}
+    for r in checked:
+        assert r["available"], r
+        assert r["value"] < 1e-5 and r["grad_u"] < 1e-5 and r["grad_w"] < 1e-5, r
+
+
+def test_falls_back_where_it_cannot_run(results):
+    assert results[-1] == {"trainable_grid": False, "hat": False}
+
+
+def test_cpu_tensors_never_take_the_triton_path_outside_the_interpreter():
+    from fastkan import FastKANLayer
+    from fastkan.triton_spline import available
+
+    layer = FastKANLayer(4, 2)
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        assert not available(torch.zeros(1, 4), layer.basis)
+    assert layer(torch.randn(3, 4)).shape == (3, 2)
