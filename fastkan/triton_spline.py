@@ -70,6 +70,12 @@ if triton is not None:
         return tl.where(valid, p, 0.0), tl.where(valid, dp, 0.0)
 
     @triton.jit
+    def _tile(P, rows, cols, n_rows, n_cols, row_stride, col_stride):
+        """P[rows, cols] as float32, zero outside (n_rows, n_cols)."""
+        mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+        return tl.load(P + rows[:, None] * row_stride + cols[None, :] * col_stride, mask=mask, other=0.0).to(tl.float32)
+
+    @triton.jit
     def _forward(U, C, W, OUT, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -79,9 +85,8 @@ if triton is not None:
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             p, _ = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
-            w = tl.load(W + offs_o[None, :] * K + offs_k[:, None], mask=(offs_k[:, None] < K) & (offs_o[None, :] < OUTD),
-                        other=0.0)
-            acc += tl.dot(p, w.to(tl.float32), input_precision=PRECISION)
+            w = _tile(W, offs_k, offs_o, K, OUTD, 1, K)  # weight (OUTD, K) read as (K, OUTD)
+            acc += tl.dot(p, w, input_precision=PRECISION)
         tl.store(OUT + offs_n[:, None] * OUTD + offs_o[None, :], acc.to(OUT.dtype.element_ty),
                  mask=(offs_n[:, None] < N) & (offs_o[None, :] < OUTD))
 
@@ -94,9 +99,8 @@ if triton is not None:
         for n0 in range(0, N, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             p, _ = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
-            go = tl.load(GO + offs_n[:, None] * OUTD + offs_o[None, :],
-                         mask=(offs_n[:, None] < N) & (offs_o[None, :] < OUTD), other=0.0)
-            acc += tl.dot(tl.trans(go.to(tl.float32)), p, input_precision=PRECISION)
+            go = _tile(GO, offs_n, offs_o, N, OUTD, OUTD, 1)
+            acc += tl.dot(tl.trans(go), p, input_precision=PRECISION)
         K = IN * G
         tl.store(GW + offs_o[:, None] * K + offs_k[None, :], acc.to(GW.dtype.element_ty),
                  mask=(offs_o[:, None] < OUTD) & (offs_k[None, :] < K))
@@ -110,11 +114,9 @@ if triton is not None:
         grad_phi = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for o0 in range(0, OUTD, BLOCK_O):
             offs_o = o0 + tl.arange(0, BLOCK_O)
-            go = tl.load(GO + offs_n[:, None] * OUTD + offs_o[None, :],
-                         mask=(offs_n[:, None] < N) & (offs_o[None, :] < OUTD), other=0.0)
-            w = tl.load(W + offs_o[:, None] * K + offs_k[None, :], mask=(offs_o[:, None] < OUTD) & (offs_k[None, :] < K),
-                        other=0.0)
-            grad_phi += tl.dot(go.to(tl.float32), w.to(tl.float32), input_precision=PRECISION)
+            go = _tile(GO, offs_n, offs_o, N, OUTD, OUTD, 1)
+            w = _tile(W, offs_o, offs_k, OUTD, K, K, 1)
+            grad_phi += tl.dot(go, w, input_precision=PRECISION)
         _, dp = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
         # Several columns of a tile belong to one input: sum them into it atomically.
         tl.atomic_add(GU + offs_n[:, None] * IN + (offs_k // G)[None, :], grad_phi * dp * inv_h,
