@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,6 +145,9 @@ def pytest_configure(config):
     config._perf_malloc_pinned = pin_malloc()
     # Before pytest-benchmark opens its storage: one folder per device kind,
     # so CPU histories and those of each GPU kind never mix.
+    report = getattr(config.option, "benchmark_json", None)
+    if report is not None:  # CI writes into a fresh folder
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
     storage = getattr(config.option, "benchmark_storage", None)
     if storage and ("://" not in storage or storage.startswith("file://")):
         config.option.benchmark_storage = f"{storage.rstrip('/')}/{selection.device_kind()}"
@@ -168,6 +172,18 @@ def pytest_generate_tests(metafunc):
         )
     if "fit_case" in metafunc.fixturenames:
         metafunc.parametrize("fit_case", [_param(c, table[c.model].missing, False) for c in selection.fit_cases()])
+
+
+def pytest_collection_modifyitems(config, items):
+    # An empty slice of the matrix (say --perf-fit=none) is deselected, not a skip.
+    selection = getattr(config, "_perf_selection", None)
+    if selection is None:
+        return
+    empty = {name for name, cases in (("perf_case", selection.cases()), ("fit_case", selection.fit_cases())) if not cases}
+    drop = [item for item in items if empty & set(getattr(item, "fixturenames", ()))]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [item for item in items if item not in drop]
 
 
 @pytest.fixture

@@ -205,10 +205,11 @@ def test_fit_run_records_accuracy_and_feeds_the_bases_report(suite):
 def test_reference_is_timed_inside_each_case(suite):
     result = suite.runpytest_subprocess(
         "--perf-config=tiny", "--perf-device=cpu", "--perf-model=fastkan-gaussian,mlp", "--perf-reference=mlp",
-        "--perf-seconds=0.02", "--benchmark-json=out.json",
+        "--perf-seconds=0.02", "--benchmark-json=new-folder/out.json",
     )
     assert result.ret == 0
-    benches = {b["param"]: b["extra_info"] for b in json.loads((suite.path / "out.json").read_text())["benchmarks"]}
+    benches = {b["param"]: b["extra_info"]
+               for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]}
     for p in PASSES:
         info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
         assert info["reference_model"] == "mlp" and info["reference_median_s"] > 0
