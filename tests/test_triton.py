@@ -68,3 +68,24 @@ def test_cpu_tensors_never_take_the_triton_path_outside_the_interpreter():
     if os.environ.get("TRITON_INTERPRET") != "1":
         assert not available(torch.zeros(1, 4), layer.basis)
     assert layer(torch.randn(3, 4)).shape == (3, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "rswaf"])
+def test_cuda_layer_takes_the_triton_path_and_matches_the_reference(basis):
+    from fastkan import FastKANLayer
+    from fastkan.triton_spline import available
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    layer = FastKANLayer(300, 70, basis=basis, device="cuda")
+    x = torch.randn(129, 300, device="cuda", requires_grad=True)
+    assert available(x, layer.basis)
+    y = layer(x)
+    grads = torch.autograd.grad(y.square().sum(), [x, *layer.parameters()])
+    layer.fused = False
+    y_ref = layer(x)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), [x, *layer.parameters()])
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
