@@ -100,7 +100,20 @@ def claims(models: dict[str, dict[str, Record]]) -> tuple[str, list[str]]:
             vs_mlp = ratio_phrase(value, get(models["mlp"]) if "mlp" in models else None, better, worse, "mlp")
             lines.append(f"{model} is {vs_ref} and {vs_mlp} in {label}")
     lines.extend(totals(models, ref))
+    lines.extend(interleaved(models))
     return note, lines
+
+
+def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
+    """Ratios timed round by round against a reference model (pytest perf --perf-reference=MODEL)."""
+    out = []
+    for model in sorted(models):
+        for p, rec in sorted(models[model].items()):
+            ratio, other = rec.info.get("reference_ratio"), rec.info.get("reference_model")
+            if ratio and other:
+                out.append(f"{model} {p}: {ratio:.3f}x the time of {other}, timed round by round "
+                           f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
+    return out
 
 
 def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:

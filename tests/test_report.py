@@ -238,3 +238,16 @@ def test_normalize_prefers_the_reference_timed_inside_the_case(tmp_path, capsys)
     b.write_text(json.dumps(data_b))
     assert main(["--compare", str(a), str(b), "--normalize", "mlp"]) == 0
     assert main(["--compare", str(a), str(b)]) == 3
+
+
+def test_interleaved_ratios_are_reported(tmp_path, capsys):
+    run = write_run(tmp_path / "run.json", SEED)
+    data = json.loads(run.read_text())
+    for bench in data["benchmarks"]:
+        if bench["param"] == "fastkan-gaussian/seed-300k/cpu/forward":
+            bench["extra_info"].update(reference_model="bspline", reference_ratio=0.1)
+    run.write_text(json.dumps(data))
+    assert main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert ("fastkan-gaussian forward: 0.100x the time of bspline, timed round by round "
+            "(10.00x faster than bspline)") in out
