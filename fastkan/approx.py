@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .bases import get_basis
@@ -43,8 +45,6 @@ def bspline_fit_error(
 
 def best_width(basis: str, num_grids: int = 8, lo: float = 0.25, hi: float = 4.0, steps: int = 40) -> tuple[float, float]:
     """The width (in grid spacings) with the smallest relative L2 error: a log-spaced scan, then a golden-section refinement."""
-    import math
-
     def err(w: float) -> float:
         return bspline_fit_error(basis, num_grids, width=w)[0]
 

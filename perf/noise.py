@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -55,14 +56,9 @@ def quick_slice() -> list[str]:
 def run_slice(tree: Path, out: Path) -> Path:
     cmd = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider", "--perf-device=cpu",
            *quick_slice(), f"--benchmark-json={out}"]
-    env = {**__import__("os").environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
     return out
-
-
-def flagged(base: Path, other: Path, threshold: float, normalize: str | None) -> dict[str, float]:
-    """Regressed cases and their time change."""
-    return {c.case: c.time for c in changes(load(base), load(other), threshold, normalize) if c.regressed}
 
 
 def main(argv=None) -> int:
@@ -92,21 +88,23 @@ def main(argv=None) -> int:
                 shutil.copy2(f, args.keep / f.name)
         planted = sorted(c for c in load(slow).records if c.startswith("fastkan-") and c.endswith("/forward"))
         result = {"threshold": args.threshold, "reruns": args.reruns, "slice": quick_slice(), "modes": {}}
+        base_run, slow_run, rerun_runs = load(base), load(slow), [load(r) for r in reruns]
         for name, norm in modes.items():
-            alarms = [flagged(base, r, args.threshold, norm) for r in reruns]
-            caught = flagged(base, slow, args.threshold, norm)
+            rerun_changes = [changes(base_run, r, args.threshold, norm) for r in rerun_runs]
+            slow_changes = changes(base_run, slow_run, args.threshold, norm)
+            alarms = [[c.case for c in found if c.regressed] for found in rerun_changes]
+            caught = {c.case for c in slow_changes if c.regressed}
+            increases: dict[str, float] = {}
+            for found in rerun_changes:
+                for c in found:
+                    increases[c.case] = max(increases.get(c.case, 0.0), c.time or 0.0)
             result["modes"][name] = {
                 "false_alarm_runs": sum(1 for a in alarms if a),
                 "false_alarm_cases": sorted({c for a in alarms for c in a}),
                 "planted_cases": planted,
                 "caught": [c for c in planted if c in caught],
-                "planted_changes": {c.case: c.time for c in changes(load(base), load(slow), args.threshold, norm)
-                                    if c.case in planted},
-                "largest_rerun_changes": {
-                    c.case: max(ch.time or 0 for r in reruns for ch in changes(load(base), load(r), args.threshold, norm)
-                                if ch.case == c.case)
-                    for c in changes(load(base), load(reruns[0]), args.threshold, norm)
-                },
+                "planted_changes": {c.case: c.time for c in slow_changes if c.case in planted},
+                "largest_rerun_increase": increases,
             }
     print(f"quick slice: {' '.join(result['slice'])}; threshold {args.threshold:.0%}; {args.reruns} reruns")
     for name, r in result["modes"].items():
@@ -114,7 +112,7 @@ def main(argv=None) -> int:
               f"{' (' + ', '.join(r['false_alarm_cases']) + ')' if r['false_alarm_cases'] else ''}; "
               f"1.5x forward slowdown caught in {len(r['caught'])}/{len(r['planted_cases'])} FastKAN forward cases")
         print("  planted:", ", ".join(f"{c} {v:+.0%}" for c, v in r["planted_changes"].items() if v is not None))
-        print("  largest rerun change:", ", ".join(f"{c} {v:+.0%}" for c, v in r["largest_rerun_changes"].items()))
+        print("  largest increase in a rerun:", ", ".join(f"{c} {v:+.0%}" for c, v in r["largest_rerun_increase"].items()))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return 0
