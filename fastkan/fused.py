@@ -124,15 +124,19 @@ class _FusedSpline(torch.autograd.Function):
                 grad_w[:, cols] = grad_out.t() @ phi.detach()
             if not (need_u or need_grid or need_h):
                 continue
-            grad_d = grad_out @ weight[:, cols]
-            if ctx.derivative is None:
-                (grad_d,) = torch.autograd.grad(phi, d, grad_d)
+            single = weight.shape[0] == 1 and ctx.derivative is not None and not (need_grid or need_h)
+            if single:
+                # One output: dL/dd = grad_out[n] * w[k] * phi'(d), so grad_out can be applied
+                # after the sum over the centres, on a G times smaller tensor.
+                grad_d = ctx.derivative(d, phi).mul_(weight[:, cols])
+            elif ctx.derivative is None:
+                (grad_d,) = torch.autograd.grad(phi, d, grad_out @ weight[:, cols])
                 d = d.detach()
             else:
-                grad_d.mul_(ctx.derivative(d, phi))
+                grad_d = (grad_out @ weight[:, cols]).mul_(ctx.derivative(d, phi))
             rows = grad_d.view(n * (b - a), g)
             if need_u:
-                grad_u[:, a:b] = torch.mv(rows, ones_g).view(n, b - a).mul_(inv_h)
+                grad_u[:, a:b] = torch.mv(rows, ones_g).view(n, b - a).mul_(grad_out if single else 1.0).mul_(inv_h)
             if need_grid:
                 sum_gd -= rows.sum(0)
             if need_h:

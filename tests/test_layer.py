@@ -62,7 +62,7 @@ def test_device_argument():
 
 
 @pytest.mark.parametrize("basis", list(BASES))
-@pytest.mark.parametrize("batch, out", [(33, 4), (5, 40)], ids=["blockwise-grad-w", "one-product-grad-w"])
+@pytest.mark.parametrize("batch, out", [(33, 4), (5, 40), (33, 1)], ids=["blockwise-grad-w", "one-product-grad-w", "one-output"])
 def test_fused_path_matches_reference_float32(basis, batch, out):
     torch.manual_seed(0)
     layer = FastKANLayer(9, out, basis=basis, train_grid=True, train_denominator=True)
@@ -108,7 +108,7 @@ def test_fused_path_blocks_match_one_block(monkeypatch):
 
 
 @pytest.mark.parametrize("basis", list(BASES))
-@pytest.mark.parametrize("fused, out", [(True, 2), (True, 7), (False, 2)])
+@pytest.mark.parametrize("fused, out", [(True, 2), (True, 7), (True, 1), (False, 2)])
 def test_layer_gradcheck(basis, fused, out):
     torch.manual_seed(1)
     layer = FastKANLayer(3, out, num_grids=4, basis=basis, fused=fused, train_grid=True, train_denominator=True,
@@ -118,6 +118,21 @@ def test_layer_gradcheck(basis, fused, out):
 
     def f(x, *ps):
         return torch.func.functional_call(layer, dict(zip([n for n, _ in layer.named_parameters()], ps)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+
+
+@pytest.mark.parametrize("basis", ["gaussian", "rswaf", "hat"])
+def test_single_output_shortcut_gradcheck(basis):
+    # One output and a frozen grid take the backward's shortcut.
+    torch.manual_seed(3)
+    layer = FastKANLayer(6, 1, num_grids=5, basis=basis, dtype=torch.float64)
+    x = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
+    names = [n for n, p in layer.named_parameters() if p.requires_grad]
+    params = [p for p in layer.parameters() if p.requires_grad]
+
+    def f(x, *ps):
+        return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))
 
     assert torch.autograd.gradcheck(f, (x, *params))
 
