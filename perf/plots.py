@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .report import group_runs
 from .runs import ReportError, Run
 
 
@@ -17,17 +18,6 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _groups(runs: list[Run], only: list[str] | None = None):
-    """(config, device, dtype, mode) -> model -> pass -> record, later runs winning."""
-    out: dict = {}
-    for run in runs:
-        for rec in run.records.values():
-            if rec.pass_ == "fit" or (only and rec.model not in only):
-                continue
-            out.setdefault(rec.group, {}).setdefault(rec.model, {})[rec.pass_] = rec
-    return dict(sorted(out.items()))
 
 
 def _label(group) -> str:
@@ -131,7 +121,7 @@ def plot_sweeps(plt, groups, path: Path) -> bool:
 def plot_runs(runs: list[Run], path: Path, only: list[str] | None = None) -> list[Path]:
     """Draw the figures; ``path`` gets the times, siblings ``-ratios`` (and ``-sweeps``) the rest."""
     plt = pyplot()
-    groups = _groups(runs, only)
+    groups = group_runs(runs, only)
     path.parent.mkdir(parents=True, exist_ok=True)
     ratios = path.with_name(f"{path.stem}-ratios{path.suffix}")
     sweeps = path.with_name(f"{path.stem}-sweeps{path.suffix}")

@@ -34,13 +34,17 @@ def ratio_phrase(value: float | None, other: float | None, better: str, worse: s
     return f"{value / other:.2f}x {worse} than {name}"
 
 
-def group_runs(run: Run) -> dict[tuple, dict[str, dict[str, Record]]]:
-    """(config, device, dtype, mode) -> model -> pass -> record, for the speed passes."""
+def group_runs(runs: list[Run], only: list[str] | None = None) -> dict[tuple, dict[str, dict[str, Record]]]:
+    """(config, device, dtype, mode) -> model -> pass -> record, for the speed passes, sorted.
+
+    Later runs win a case measured twice; ``only`` keeps those models.
+    """
     groups: dict[tuple, dict[str, dict[str, Record]]] = defaultdict(lambda: defaultdict(dict))
-    for rec in run.records.values():
-        if rec.pass_ in SPEED_PASSES:
-            groups[rec.group][rec.model][rec.pass_] = rec
-    return groups
+    for run in runs:
+        for rec in run.records.values():
+            if rec.pass_ in SPEED_PASSES and (not only or rec.model in only):
+                groups[rec.group][rec.model][rec.pass_] = rec
+    return dict(sorted(groups.items()))
 
 
 def _fmt_bytes(n) -> str:
@@ -53,9 +57,7 @@ def _fmt_bytes(n) -> str:
 
 def _forward_memory(passes: dict[str, Record]) -> float | None:
     rec = passes.get("forward")
-    if rec is None:
-        return None
-    return rec.info.get("cuda_peak_bytes") if rec.device == "cuda" else rec.info.get("saved_bytes")
+    return None if rec is None else rec.memory
 
 
 def _backward_memory(passes: dict[str, Record]) -> float | None:
@@ -152,11 +154,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> str:
     out = []
-    for (config, device, dtype, mode), models in sorted(group_runs(run).items()):
-        if only:
-            models = {m: p for m, p in models.items() if m in only}
-            if not models:
-                continue
+    for (config, device, dtype, mode), models in group_runs([run], only).items():
         any_rec = next(iter(next(iter(models.values())).values()))
         title = (
             f"{config} on {device} ({dtype}, {mode}): batch {any_rec.info.get('batch')}, "

@@ -11,6 +11,17 @@ from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLa
 from fastkan.mlp import matched_hidden
 
 
+def gradcheck_module(module, x):
+    """gradcheck of module(x) with respect to x and every trainable parameter."""
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def f(x, *ps):
+        return torch.func.functional_call(module, dict(zip(names, ps)), (x,))
+
+    return torch.autograd.gradcheck(f, (x, *params))
+
+
 def count(model, trainable=False):
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
@@ -114,12 +125,8 @@ def test_layer_gradcheck(basis, fused, out):
     layer = FastKANLayer(3, out, num_grids=4, basis=basis, fused=fused, train_grid=True, train_denominator=True,
                          dtype=torch.float64)
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    params = list(layer.parameters())
-
-    def f(x, *ps):
-        return torch.func.functional_call(layer, dict(zip([n for n, _ in layer.named_parameters()], ps)), (x,))
-
-    assert torch.autograd.gradcheck(f, (x, *params))
+    assert all(p.requires_grad for p in layer.parameters())  # grid and width included
+    assert gradcheck_module(layer, x)
 
 
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf", "hat"])
@@ -128,26 +135,14 @@ def test_single_output_shortcut_gradcheck(basis):
     torch.manual_seed(3)
     layer = FastKANLayer(6, 1, num_grids=5, basis=basis, dtype=torch.float64)
     x = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
-    names = [n for n, p in layer.named_parameters() if p.requires_grad]
-    params = [p for p in layer.parameters() if p.requires_grad]
-
-    def f(x, *ps):
-        return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))
-
-    assert torch.autograd.gradcheck(f, (x, *params))
+    assert gradcheck_module(layer, x)
 
 
 def test_fastkan_and_bspline_kan_gradcheck():
     torch.manual_seed(2)
     for model in (FastKAN([2, 3, 2], num_grids=4, dtype=torch.float64), BSplineKAN([2, 3, 2], dtype=torch.float64)):
         x = (torch.rand(4, 2, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
-        params = [p for p in model.parameters() if p.requires_grad]
-
-        def f(x, *ps):
-            return torch.func.functional_call(model, dict(zip(names, ps)), (x,))
-
-        assert torch.autograd.gradcheck(f, (x, *params))
+        assert gradcheck_module(model, x)
 
 
 def test_fused_backward_is_once_differentiable():
@@ -234,12 +229,7 @@ def test_autograd_fallback_for_a_basis_without_derivative():
                              dtype=torch.float64)
         assert layer.basis.derivative is None
         x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
-        names = [n for n, _ in layer.named_parameters()]
-
-        def f(x, *ps):
-            return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))
-
-        assert torch.autograd.gradcheck(f, (x, *layer.parameters()))
+        assert gradcheck_module(layer, x)
     finally:
         del BASES["test-cosine-bump"]
 
