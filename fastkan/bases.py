@@ -22,9 +22,12 @@ BASES: dict[str, BasisFn] = {}
 #: name -> ``derivative(d, phi)``, the basis' derivative given ``phi = basis(d)``.
 #: Optional: the fused path uses it to skip autograd when recomputing a block.
 DERIVATIVES: dict[str, DerivativeFn] = {}
-#: name -> ``g`` with ``basis(d) == g(d**2)``, free to overwrite its argument.
-#: Optional: the fused forward then gets ``d**2`` in one matrix product.
-OF_SQUARE: dict[str, BasisFn] = {}
+#: name -> ``k`` with ``basis(d) == k(-d**2)``, free to overwrite its argument.
+#: Optional: the fused path then gets ``-d**2`` in one matrix product.
+OF_NEG_SQUARE: dict[str, BasisFn] = {}
+#: name -> ``k'(t)`` given ``phi = k(t)``, free to overwrite ``phi``.
+#: Optional, with ``of_neg_square``: the fused backward then needs no pass over ``d``.
+OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
 
 # Beyond this |d| every decaying bump below is 0 in float64 (exp(-745) == 0),
 # so clamping there changes no value and keeps pow/exp gradients finite.
@@ -39,17 +42,21 @@ def register(
     name: str,
     fn: BasisFn | None = None,
     derivative: DerivativeFn | None = None,
-    of_square: BasisFn | None = None,
+    of_neg_square: BasisFn | None = None,
+    of_neg_square_derivative: Callable[[Tensor], Tensor] | None = None,
     **options: float,
 ):
     """Register ``fn`` (with fixed keyword ``options``) as basis ``name``.
 
     Usable as a decorator (``@register("name")``) or directly
-    (``register("gauss-p3", gaussian, exponent=3.0)``). ``derivative(d, phi)``
-    and ``of_square`` are optional speed-ups of the fused path: without the
-    first it differentiates ``fn`` by autograd, without the second it
-    evaluates ``fn(d)``.
+    (``register("gauss-p3", gaussian, exponent=3.0)``). ``derivative(d, phi)``,
+    ``of_neg_square`` and ``of_neg_square_derivative`` are optional speed-ups
+    of the fused path: without the first it differentiates ``fn`` by autograd,
+    without the second it evaluates ``fn(d)``, without the third its backward
+    works on ``d`` with ``derivative``.
     """
+    if of_neg_square_derivative is not None and of_neg_square is None:
+        raise ValueError(f"basis {name!r}: of_neg_square_derivative needs of_neg_square")
 
     def add(f: BasisFn) -> BasisFn:
         if name in BASES:
@@ -57,8 +64,10 @@ def register(
         BASES[name] = functools.partial(f, **options) if options else f
         if derivative is not None:
             DERIVATIVES[name] = functools.partial(derivative, **options) if options else derivative
-        if of_square is not None:
-            OF_SQUARE[name] = of_square
+        if of_neg_square is not None:
+            OF_NEG_SQUARE[name] = of_neg_square
+        if of_neg_square_derivative is not None:
+            OF_NEG_SQUARE_DERIVATIVES[name] = of_neg_square_derivative
         return f
 
     return add(fn) if fn is not None else add
@@ -93,7 +102,12 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
     return _abs_pow(d, exponent - 1.0).mul_(phi).mul_(torch.sign(d)).mul_(-exponent)
 
 
-@register("gaussian", derivative=_gaussian_derivative, of_square=lambda s: s.clamp_(max=_EXP_CAP).neg_().exp_())
+@register(
+    "gaussian",
+    derivative=_gaussian_derivative,
+    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP).exp_(),
+    of_neg_square_derivative=lambda phi: phi,
+)
 def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
     """fast-kan's radial basis ``exp(-|d|**exponent)`` (exponent 2: Gaussian)."""
     if exponent == 2.0:
@@ -108,7 +122,12 @@ register("gauss-p3", gaussian, _gaussian_derivative, exponent=3.0)
 register("gauss-p4", gaussian, _gaussian_derivative, exponent=4.0)
 
 
-@register("expit", derivative=lambda d, phi: (1.0 - phi).mul_(phi).mul_(d).mul_(2.0), of_square=torch.sigmoid_)
+@register(
+    "expit",
+    derivative=lambda d, phi: (1.0 - phi).mul_(phi).mul_(d).mul_(2.0),
+    of_neg_square=lambda t: t.neg_().sigmoid_(),
+    of_neg_square_derivative=lambda phi: (phi - 1.0).mul_(phi),
+)
 def expit(d: Tensor) -> Tensor:
     """The seed's formula as written: ``1 / (exp(-d**2) + 1)``.
 
@@ -121,7 +140,8 @@ def expit(d: Tensor) -> Tensor:
 @register(
     "centred-expit",
     derivative=lambda d, phi: (1.0 - 0.5 * phi).mul_(phi).mul_(d).mul_(-2.0),
-    of_square=lambda s: s.clamp_(max=_EXP_CAP).neg_().sigmoid_().mul_(2.0),
+    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP).sigmoid_().mul_(2.0),
+    of_neg_square_derivative=lambda phi: torch.addcmul(phi, phi, phi, value=-0.5),
 )
 def expit_centred(d: Tensor) -> Tensor:
     """The seed's expit turned into a bump: ``2 / (1 + exp(d**2))``, 1 at the centre, 0 far away."""
@@ -138,7 +158,8 @@ def rswaf(d: Tensor) -> Tensor:
 @register(
     "inverse-quadratic",
     derivative=lambda d, phi: (phi * phi).mul_(d).mul_(-2.0),
-    of_square=lambda s: s.add_(1.0).reciprocal_(),
+    of_neg_square=lambda t: torch.rsub(t, 1.0).reciprocal_(),
+    of_neg_square_derivative=lambda phi: phi.mul_(phi),
 )
 def inverse_quadratic(d: Tensor) -> Tensor:
     """Cauchy bump ``1 / (1 + d**2)``: heavy tails, no transcendental function."""

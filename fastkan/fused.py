@@ -17,6 +17,10 @@ from torch import Tensor
 # on seed-300k and kanbench-10m; small enough to stay in a core's L2 cache.
 BLOCK_ELEMENTS = 1 << 17
 
+# |u - centre| / h beyond which no bump is distinguishable from its tail;
+# clamping there keeps (u / h)**2 finite in float32.
+_FAR = 1e6
+
 
 def _step(n: int, in_dim: int, num_grids: int) -> int:
     return min(in_dim, max(1, BLOCK_ELEMENTS // max(1, n * num_grids)))
@@ -27,60 +31,67 @@ def _blocks(in_dim: int, step: int):
         yield start, min(in_dim, start + step)
 
 
-# |u - centre| / h beyond which no bump is distinguishable from its tail;
-# clamping there keeps (u / h)**2 finite in float32.
-_FAR = 1e6
-
-
 class _Distances:
-    """``d = (u - grid) / h``, or its square, block by block as small matrix products.
+    """``d = (u - grid) / h``, or ``-d**2``, block by block as small matrix products.
 
     A broadcast subtraction with an inner dimension of G elements runs several
     times slower than a (N * block, 2) @ (2, G) product, which also lays ``d``
     out as the (N, block * G) matrix that the spline weight multiplies. With
-    ``square``, rows (u'^2, u', 1) against (1, -2c', c'^2) give ``d**2`` in the
-    same single pass, for bases that are functions of ``d**2``. Centring on the
-    grid's middle keeps that sum's cancellation error near eps * G**2 where a
-    bump is not negligible. The left operand is kept transposed, rows of
-    (N * block), so filling it is a plain copy.
+    ``neg_square``, rows (v^2, v, 1) against ((-1, 2c, -c^2) / h^2) give
+    ``-d**2`` in the same single pass, for bases that are functions of
+    ``d**2`` (negated: the Gaussian is then a bare ``exp``). ``v`` and ``c``
+    are input and centres relative to the grid's middle, which keeps that
+    sum's cancellation error near eps * G**2 where a bump is not negligible.
+    The rows are filled per block from ``u`` (a few small passes) instead of
+    whole (N, in) temporaries; the left operand is kept transposed, rows of
+    (N * block), so filling them reads and writes contiguous memory. Every
+    block reuses one output buffer.
     """
 
-    def __init__(self, u: Tensor, grid: Tensor, h: Tensor, step: int, square: bool = False):
+    def __init__(self, u: Tensor, grid: Tensor, h: Tensor, step: int, neg_square: bool = False):
+        self.u, self.neg_square = u, neg_square
         self.inv_h = 1.0 / h
-        centre = grid.mean()
-        us = (u - centre) * self.inv_h
-        cs = (grid - centre) * self.inv_h
-        if square:
-            us = us.clamp(-_FAR, _FAR)
-            self.rows, cols = [us * us, us], [torch.ones_like(cs), -2.0 * cs, cs * cs]
+        self.centre = grid.mean()
+        # A Python number: clamping to tensor bounds is several times slower.
+        self.far = _FAR * float(h)
+        self.c = grid - self.centre
+        if neg_square:
+            inv_h2 = self.inv_h * self.inv_h
+            cols = [-inv_h2.expand_as(self.c), 2.0 * inv_h2 * self.c, -inv_h2 * self.c * self.c]
         else:
-            self.rows, cols = [us], [torch.ones_like(cs), -cs]
+            cols = [self.inv_h.expand_as(self.c), -self.inv_h * self.c]
         self.n = u.shape[0]
-        self.xt = u.new_empty(len(self.rows) + 1, self.n * step)
+        self.xt = u.new_empty(len(cols), self.n * step)
         self.xt[-1].fill_(1.0)
-        self.y = torch.stack(cols)  # (rows + 1, G)
+        self.y = torch.stack(cols)  # (rows, G)
+        self.out = u.new_empty(self.n * step, self.y.shape[1])
 
-    def block(self, a: int, b: int) -> Tensor:
-        xt = self.xt[:, : self.n * (b - a)]
-        for row, values in zip(xt, self.rows):
-            row.view(self.n, b - a).copy_(values[:, a:b])
-        return torch.mm(xt.t(), self.y).view(self.n, (b - a) * self.y.shape[1])
+    def block(self, a: int, b: int) -> tuple[Tensor, Tensor]:
+        """(d or -d**2 as (N, block * G), v as (N, block)) of inputs a..b; both valid until the next call."""
+        rows = self.n * (b - a)
+        xt = self.xt[:, :rows]
+        v = xt[-2].view(self.n, b - a)
+        torch.sub(self.u[:, a:b], self.centre, out=v)
+        v.clamp_(-self.far, self.far)
+        if self.neg_square:
+            torch.mul(v, v, out=xt[0].view(self.n, b - a))
+        out = torch.mm(xt.t(), self.y, out=self.out[:rows])
+        return out.view(self.n, (b - a) * self.y.shape[1]), v
 
 
 class _FusedSpline(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, fn, derivative, of_square) -> Tensor:
+    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis) -> Tensor:
         n, in_dim = u.shape
         g = grid.numel()
         step = _step(n, in_dim, g)
-        # Half precisions would lose the small d**2 in the large terms of its sum.
-        square = of_square is not None and u.dtype in (torch.float32, torch.float64)
-        dist = _Distances(u, grid, h, step, square)
-        basis = of_square if square else fn
+        neg_square = _neg_square(basis, u)
+        dist = _Distances(u, grid, h, step, neg_square)
+        fn = basis.of_neg_square if neg_square else basis.fn
         out = u.new_zeros(n, weight.shape[0])
         for a, b in _blocks(in_dim, step):
-            out.addmm_(basis(dist.block(a, b)), weight[:, a * g : b * g].t())
-        ctx.fn, ctx.derivative = fn, derivative
+            out.addmm_(fn(dist.block(a, b)[0]), weight[:, a * g : b * g].t())
+        ctx.basis = basis
         ctx.save_for_backward(u, grid, h, weight)
         return out
 
@@ -93,63 +104,125 @@ class _FusedSpline(torch.autograd.Function):
                 "build the layer with fused=False for higher derivatives"
             )
         u, grid, h, weight = ctx.saved_tensors
-        n, in_dim = u.shape
-        g = grid.numel()
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
-        step = _step(n, in_dim, g)
-        dist = _Distances(u, grid, h, step)
-        inv_h = dist.inv_h
-        grad_u = torch.empty_like(u) if need_u else None
-        grad_w = torch.empty_like(weight) if need_w else None
-        # Column blocks of grad_w are strided writes; when the weight has at
-        # least as many rows as the batch, one product over all basis values
-        # (a temporary no larger than grad_w) is much faster.
-        phis = u.new_empty(n, in_dim * g) if need_w and n <= weight.shape[0] else None
-        # dL/dd summed over batch and inputs per centre (grid), and weighted by d (width).
-        sum_gd = grid.new_zeros(g) if need_grid else None
-        sum_gd_d = h.new_zeros(()) if need_h else None
-        ones_g = grid.new_ones(g)
-        for a, b in _blocks(in_dim, step):
-            cols = slice(a * g, b * g)
-            d = dist.block(a, b)  # (N, block * G)
-            if ctx.derivative is None:
-                with torch.enable_grad():
-                    d.requires_grad_()
-                    phi = ctx.fn(d)
-            else:
-                phi = ctx.fn(d)
-            if phis is not None:
-                phis[:, cols] = phi.detach()
-            elif need_w:
-                grad_w[:, cols] = grad_out.t() @ phi.detach()
-            if not (need_u or need_grid or need_h):
-                continue
-            single = weight.shape[0] == 1 and ctx.derivative is not None and not (need_grid or need_h)
-            if single:
-                # One output: dL/dd = grad_out[n] * w[k] * phi'(d), so grad_out can be applied
-                # after the sum over the centres, on a G times smaller tensor.
-                grad_d = ctx.derivative(d, phi).mul_(weight[:, cols])
-            elif ctx.derivative is None:
-                (grad_d,) = torch.autograd.grad(phi, d, grad_out @ weight[:, cols])
-                d = d.detach()
-            else:
-                grad_d = (grad_out @ weight[:, cols]).mul_(ctx.derivative(d, phi))
-            rows = grad_d.view(n * (b - a), g)
-            if need_u:
-                grad_u[:, a:b] = torch.mv(rows, ones_g).view(n, b - a).mul_(grad_out if single else 1.0).mul_(inv_h)
-            if need_grid:
-                sum_gd -= rows.sum(0)
-            if need_h:
-                sum_gd_d -= torch.dot(grad_d.view(-1), d.view(-1))
+        basis = ctx.basis
+        if not (need_grid or need_h) and basis.of_neg_square_derivative is not None and _neg_square(basis, u):
+            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w)
+            return grad_u, None, None, grad_w, None
+        return (*_backward(u, grid, h, weight, grad_out, basis, ctx.needs_input_grad), None)
+
+
+def _neg_square(basis, u: Tensor) -> bool:
+    # Half precisions would lose the small d**2 in the large terms of its sum.
+    return basis.of_neg_square is not None and u.dtype in (torch.float32, torch.float64)
+
+
+def _grad_w_buffer(u: Tensor, weight: Tensor, in_dim: int, g: int) -> Tensor | None:
+    # Column blocks of grad_w are strided writes; when the weight has at
+    # least as many rows as the batch, one product over all basis values
+    # (a temporary no larger than grad_w) is much faster.
+    return u.new_empty(u.shape[0], in_dim * g) if u.shape[0] <= weight.shape[0] else None
+
+
+def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w):
+    """Backward for ``phi = k(-d**2)`` with a frozen grid and width.
+
+    dL/du = sum over centres of P * k'(-d**2) * -2 (v - c) / h**2, with P the
+    output gradient carried back through the weight; written as
+    (-2 / h**2) * (v * S1 - S2) where (S1, S2) are the sums of P * k' with
+    weights 1 and c over the centres: one (N * block, G) @ (G, 2) product,
+    no derivative pass over the distances.
+    """
+    n, in_dim = u.shape
+    g = grid.numel()
+    step = _step(n, in_dim, g)
+    dist = _Distances(u, grid, h, step, neg_square=True)
+    single = weight.shape[0] == 1  # grad_out is then applied after the sum over centres
+    sums = torch.stack([torch.ones_like(dist.c), -dist.c], dim=1) * (-2.0 * dist.inv_h * dist.inv_h)  # (G, 2)
+    grad_u = torch.empty_like(u) if need_u else None
+    grad_w = torch.empty_like(weight) if need_w else None
+    phis = _grad_w_buffer(u, weight, in_dim, g) if need_w else None
+    for a, b in _blocks(in_dim, step):
+        cols = slice(a * g, b * g)
+        t, v = dist.block(a, b)
+        phi = basis.of_neg_square(t)
         if phis is not None:
-            torch.mm(grad_out.t(), phis, out=grad_w)
-        grad_grid = sum_gd * inv_h if need_grid else None
-        grad_h = sum_gd_d * inv_h if need_h else None
-        return grad_u, grad_grid, grad_h, grad_w, None, None, None
+            phis[:, cols] = phi
+        elif need_w:
+            grad_w[:, cols] = grad_out.t() @ phi
+        if not need_u:
+            continue
+        q = basis.of_neg_square_derivative(phi)  # may overwrite phi
+        q.mul_(weight[:, cols] if single else grad_out @ weight[:, cols])
+        s12 = torch.mm(q.view(-1, g), sums)  # (N * block, 2)
+        gu = torch.addcmul(s12[:, 1], v.reshape(-1), s12[:, 0]).view(n, b - a)
+        grad_u[:, a:b] = gu.mul_(grad_out) if single else gu
+    if phis is not None:
+        torch.mm(grad_out.t(), phis, out=grad_w)
+    return grad_u, grad_w
+
+
+def _backward(u, grid, h, weight, grad_out, basis, needs):
+    """Backward for any basis, by its registered derivative of d or else by autograd on each block."""
+    n, in_dim = u.shape
+    g = grid.numel()
+    need_u, need_grid, need_h, need_w = needs[:4]
+    fn, derivative = basis.fn, basis.derivative
+    step = _step(n, in_dim, g)
+    dist = _Distances(u, grid, h, step)
+    inv_h = dist.inv_h
+    grad_u = torch.empty_like(u) if need_u else None
+    grad_w = torch.empty_like(weight) if need_w else None
+    phis = _grad_w_buffer(u, weight, in_dim, g) if need_w else None
+    # dL/dd summed over batch and inputs per centre (grid), and weighted by d (width).
+    sum_gd = grid.new_zeros(g) if need_grid else None
+    sum_gd_d = h.new_zeros(()) if need_h else None
+    ones_g = grid.new_ones(g)
+    single = weight.shape[0] == 1 and derivative is not None and not (need_grid or need_h)
+    for a, b in _blocks(in_dim, step):
+        cols = slice(a * g, b * g)
+        d = dist.block(a, b)[0]  # (N, block * G)
+        if derivative is None:
+            with torch.enable_grad():
+                d.requires_grad_()
+                phi = fn(d)
+        else:
+            phi = fn(d)
+        if phis is not None:
+            phis[:, cols] = phi.detach()
+        elif need_w:
+            grad_w[:, cols] = grad_out.t() @ phi.detach()
+        if not (need_u or need_grid or need_h):
+            continue
+        if single:
+            # One output: dL/dd = grad_out[n] * w[k] * phi'(d), so grad_out can be applied
+            # after the sum over the centres, on a G times smaller tensor.
+            grad_d = derivative(d, phi).mul_(weight[:, cols])
+        elif derivative is None:
+            (grad_d,) = torch.autograd.grad(phi, d, grad_out @ weight[:, cols])
+            d = d.detach()
+        else:
+            grad_d = (grad_out @ weight[:, cols]).mul_(derivative(d, phi))
+        rows = grad_d.view(n * (b - a), g)
+        if need_u:
+            grad_u[:, a:b] = torch.mv(rows, ones_g).view(n, b - a).mul_(grad_out if single else 1.0).mul_(inv_h)
+        if need_grid:
+            sum_gd -= rows.sum(0)
+        if need_h:
+            sum_gd_d -= torch.dot(grad_d.view(-1), d.view(-1))
+    if phis is not None:
+        torch.mm(grad_out.t(), phis, out=grad_w)
+    grad_grid = sum_gd * inv_h if need_grid else None
+    grad_h = sum_gd_d * inv_h if need_h else None
+    return grad_u, grad_grid, grad_h, grad_w
 
 
 def fused_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
-    """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out)."""
+    """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out).
+
+    ``basis`` is a ``RadialBasis``: its grid, width (``denominator``), ``fn``,
+    ``derivative``, ``of_neg_square`` and ``of_neg_square_derivative``.
+    """
     if u.shape[0] == 0:
         return u.new_zeros(0, weight.shape[0]) + 0 * weight.sum()  # keeps the graph for empty batches
-    return _FusedSpline.apply(u, basis.grid, basis.denominator, weight, basis.fn, basis.derivative, basis.of_square)
+    return _FusedSpline.apply(u, basis.grid, basis.denominator, weight, basis)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bases import DERIVATIVES, OF_SQUARE, get_basis
+from .bases import DERIVATIVES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, get_basis
 
 
 def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -55,7 +55,8 @@ class RadialBasis(nn.Module):
             raise ValueError(f"denominator must be positive and finite, got {denominator}")
         self.fn = get_basis(basis)
         self.derivative = DERIVATIVES.get(basis)
-        self.of_square = OF_SQUARE.get(basis)
+        self.of_neg_square = OF_NEG_SQUARE.get(basis)
+        self.of_neg_square_derivative = OF_NEG_SQUARE_DERIVATIVES.get(basis)
         self.name = basis
         factory = {"device": device, "dtype": dtype}
         self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from fastkan import BASES, RadialBasis
 from fastkan.approx import best_width, bspline_fit_error
-from fastkan.bases import bspline, get_basis, register
+from fastkan.bases import OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline, get_basis, register
 
 # Relative L2 error of the best linear map from each basis (default width: one
 # grid spacing) to the cubic B-spline basis, on the grid's interior. Measured
@@ -128,3 +128,22 @@ def test_register_rejects_duplicate_names():
 def test_unknown_basis_lists_known_names():
     with pytest.raises(ValueError, match="unknown basis 'nope'.*gaussian.*rswaf"):
         get_basis("nope")
+
+
+@pytest.mark.parametrize("name", sorted(OF_NEG_SQUARE))
+def test_neg_square_form_is_the_basis(name):
+    # The fused path evaluates these bases as k(-d**2) and differentiates k by
+    # the registered formula; both must be the basis itself.
+    t = -torch.linspace(0.01, 12, 2001, dtype=torch.float64).square().requires_grad_()
+    reference = get_basis(name)(torch.sqrt(-t))  # k(t) by the basis itself
+    (expected,) = torch.autograd.grad(reference.sum(), t)
+    phi = OF_NEG_SQUARE[name](t.detach().clone())
+    torch.testing.assert_close(phi, reference.detach())
+    if name in OF_NEG_SQUARE_DERIVATIVES:
+        torch.testing.assert_close(OF_NEG_SQUARE_DERIVATIVES[name](phi.clone()), expected)
+
+
+def test_neg_square_derivative_needs_neg_square():
+    with pytest.raises(ValueError, match="test-half.*needs of_neg_square"):
+        register("test-half", lambda d: d, of_neg_square_derivative=lambda phi: phi)
+    assert "test-half" not in BASES

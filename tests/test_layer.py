@@ -129,13 +129,31 @@ def test_layer_gradcheck(basis, fused, out):
     assert gradcheck_module(layer, x)
 
 
-@pytest.mark.parametrize("basis", ["gaussian", "rswaf", "hat"])
-def test_single_output_shortcut_gradcheck(basis):
-    # One output and a frozen grid take the backward's shortcut.
+@pytest.mark.parametrize("basis", list(BASES))
+@pytest.mark.parametrize("out", [1, 3])
+def test_frozen_grid_gradcheck(basis, out):
+    # A frozen grid (the default) takes the backward's shortcuts: one output
+    # applies grad_out after the sum over centres; bases of d**2 need no pass over d.
     torch.manual_seed(3)
-    layer = FastKANLayer(6, 1, num_grids=5, basis=basis, dtype=torch.float64)
+    layer = FastKANLayer(6, out, num_grids=5, basis=basis, grid_min=-1.5, grid_max=2.5, dtype=torch.float64)
     x = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
     assert gradcheck_module(layer, x)
+
+
+@pytest.mark.parametrize("basis", list(BASES))
+@pytest.mark.parametrize("batch, out", [(33, 4), (5, 40), (33, 1)], ids=["blockwise-grad-w", "one-product-grad-w", "one-output"])
+def test_frozen_grid_fused_path_matches_reference_float32(basis, batch, out):
+    torch.manual_seed(0)
+    layer = FastKANLayer(9, out, basis=basis, grid_min=-1.0, grid_max=3.0)
+    x = torch.randn(batch, 9, requires_grad=True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    grads = []
+    for fused in (True, False):
+        layer.fused = fused
+        y = layer(x)
+        grads.append((y, *torch.autograd.grad((y * torch.arange(float(out))).sum(), [x, *params])))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_fastkan_and_bspline_kan_gradcheck():
