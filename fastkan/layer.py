@@ -88,6 +88,10 @@ class FastKANLayer(nn.Module):
     (``fastkan.triton_spline``), else blockwise (``fastkan.fused``);
     ``fused=False`` runs the plain composition of torch operations, kept as
     the reference.
+
+    ``layernorm_affine=False`` drops LayerNorm's scale and shift: the first
+    layer then needs no gradient of its normalised input, which costs as much
+    as its weight gradient (the grid stays put relative to the inputs).
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class FastKANLayer(nn.Module):
         denominator: float | None = None,
         use_base_update: bool = True,
         use_layernorm: bool = True,
+        layernorm_affine: bool = True,
         base_activation: Callable[[Tensor], Tensor] = F.silu,
         spline_weight_init_scale: float = 0.1,
         train_grid: bool = False,
@@ -128,7 +133,7 @@ class FastKANLayer(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.input_dim, self.output_dim = input_dim, output_dim
         self.fused = fused
-        self.layernorm = nn.LayerNorm(input_dim, **factory) if use_layernorm else None
+        self.layernorm = nn.LayerNorm(input_dim, elementwise_affine=layernorm_affine, **factory) if use_layernorm else None
         self.basis = RadialBasis(
             grid_min, grid_max, num_grids, basis, denominator, train_grid, train_denominator, **factory
         )

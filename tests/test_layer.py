@@ -39,6 +39,15 @@ def test_fast_kan_layer_parameter_formula():
     layer = FastKANLayer(i, o, num_grids=g)
     assert count(layer) == i * o * g + i * o + o + 2 * i + g
     assert count(FastKANLayer(i, o, num_grids=g, train_grid=True, train_denominator=True), True) == count(layer) + 1
+    assert count(FastKANLayer(i, o, num_grids=g, layernorm_affine=False)) == count(layer) - 2 * i
+
+
+def test_layernorm_without_affine_gradcheck():
+    torch.manual_seed(4)
+    layer = FastKANLayer(5, 3, num_grids=4, layernorm_affine=False, dtype=torch.float64)
+    assert layer.layernorm.weight is None
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    assert gradcheck_module(layer, x)
 
 
 def test_matched_mlp_is_closest_in_parameter_count():
