@@ -52,8 +52,10 @@ class _Distances:
         self.u, self.neg_square = u, neg_square
         self.inv_h = 1.0 / h
         self.centre = grid.mean()
-        # A Python number: clamping to tensor bounds is several times slower.
-        self.far = _FAR * float(h)
+        # A Python number where reading h is free: clamping to tensor bounds is
+        # several times slower, but reading it would sync a GPU or break a compiled graph.
+        far = _FAR * h
+        self.far = far if h.is_cuda or torch.compiler.is_compiling() else float(far)
         self.c = grid - self.centre
         if neg_square:
             inv_h2 = self.inv_h * self.inv_h

@@ -289,3 +289,18 @@ def test_bad_model_sizes():
         MLP([3, 0])
     with pytest.raises(ValueError, match=r"grid_range must be finite and increasing, got \(1.0, -1.0\)"):
         BSplineKAN([2, 2], grid_range=(1.0, -1.0))
+
+
+def test_fused_path_compiles_without_graph_breaks():
+    # --perf-mode=compile times compiled models: the fused Function must trace
+    # whole (fullgraph) and agree with eager in values and gradients.
+    torch.manual_seed(0)
+    layer = FastKANLayer(5, 3, num_grids=4)
+    x = torch.randn(7, 5)
+    compiled = torch.compile(layer, fullgraph=True)
+    y = compiled(x)
+    (g,) = torch.autograd.grad(y.sum(), layer.spline_linear.weight)
+    y_eager = layer(x)
+    (g_eager,) = torch.autograd.grad(y_eager.sum(), layer.spline_linear.weight)
+    torch.testing.assert_close(y, y_eager)
+    torch.testing.assert_close(g, g_eager)
