@@ -107,14 +107,27 @@ def claims(models: dict[str, dict[str, Record]]) -> tuple[str, list[str]]:
 
 
 def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
-    """Ratios timed round by round against a reference model (pytest perf --perf-reference=MODEL)."""
+    """Ratios timed round by round against a reference model (pytest perf --perf-reference=MODEL).
+
+    With both passes timed against the same model, also their sum: the
+    reference's time is estimated pass by pass as the model's median over the
+    pass' ratio, so the sum weighs each ratio by the model's own time.
+    """
     out = []
     for model in sorted(models):
+        per_pass = {}
         for p, rec in sorted(models[model].items()):
             ratio, other = rec.info.get("reference_ratio"), rec.info.get("reference_model")
             if ratio and other:
+                per_pass[p] = (ratio, other, rec.median_s)
                 out.append(f"{model} {p}: {ratio:.3f}x the time of {other}, timed round by round "
                            f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
+        both = [per_pass.get(p) for p in ("forward", "backward")]
+        if all(both) and both[0][1] == both[1][1]:
+            other = both[0][1]
+            ratio = sum(t for _, _, t in both) / sum(t / r for r, _, t in both)
+            out.append(f"{model} forward + backward: {ratio:.3f}x the time of {other}, timed round by round "
+                       f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
     return out
 
 

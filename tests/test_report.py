@@ -246,8 +246,13 @@ def test_interleaved_ratios_are_reported(tmp_path, capsys):
     for bench in data["benchmarks"]:
         if bench["param"] == "fastkan-gaussian/seed-300k/cpu/forward":
             bench["extra_info"].update(reference_model="bspline", reference_ratio=0.1)
+        if bench["param"] == "fastkan-gaussian/seed-300k/cpu/backward":
+            bench["extra_info"].update(reference_model="bspline", reference_ratio=0.2)
     run.write_text(json.dumps(data))
     assert main([str(run)]) == 0
     out = capsys.readouterr().out
     assert ("fastkan-gaussian forward: 0.100x the time of bspline, timed round by round "
             "(10.00x faster than bspline)") in out
+    # 2 ms at 0.1x and 4 ms at 0.2x: the reference took 20 + 20 ms for the model's 6.
+    assert ("fastkan-gaussian forward + backward: 0.150x the time of bspline, timed round by round "
+            "(6.67x faster than bspline)") in out
