@@ -97,7 +97,7 @@ def models() -> dict[str, Model]:
     # fast-kan's own algorithm: the same model without the fused spline path.
     table["plain-fastkan"] = Model(lambda c: FastKAN(c.layers, fused=False, **c.fastkan), basis="gaussian", fit=False)
     # LayerNorm without scale and shift: no input gradient in the first layer.
-    table["lean-fastkan"] = Model(lambda c: FastKAN(c.layers, layernorm_affine=False, **c.fastkan), basis="gaussian", fit=False)
+    table["lean-fastkan"] = Model(lambda c: FastKAN(c.layers, layernorm_affine=False, **c.fastkan), basis="gaussian")
     table["bspline"] = Model(lambda c: BSplineKAN(c.layers, **c.bspline), basis="bspline")
     table["efficient-kan"] = Model(
         lambda c: efficient_kan_model(c.layers, **c.bspline),

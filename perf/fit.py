@@ -58,7 +58,7 @@ class FitCase:
         return f"{self.model}/fit-{self.task}/cpu/fit"
 
 
-def fastkan_model(basis: str, settings: FitSettings) -> nn.Module:
+def fastkan_model(basis: str, settings: FitSettings, layernorm_affine: bool = True) -> nn.Module:
     """FastKAN [2, hidden, 1] for inputs in [-1, 1].
 
     LayerNorm over two inputs keeps little more than the sign of their
@@ -67,7 +67,7 @@ def fastkan_model(basis: str, settings: FitSettings) -> nn.Module:
     """
     return nn.Sequential(
         FastKANLayer(2, settings.hidden, grid_min=-1.0, grid_max=1.0, use_layernorm=False, basis=basis),
-        FastKANLayer(settings.hidden, 1, basis=basis),
+        FastKANLayer(settings.hidden, 1, basis=basis, layernorm_affine=layernorm_affine),
     )
 
 
@@ -75,6 +75,8 @@ def build(model: str, settings: FitSettings) -> nn.Module:
     """The model named as in the speed matrix, sized for the fit tasks."""
     if model.startswith("fastkan-"):
         return fastkan_model(model[len("fastkan-"):], settings)
+    if model == "lean-fastkan":
+        return fastkan_model("gaussian", settings, layernorm_affine=False)
     budget = sum(p.numel() for p in fastkan_model("gaussian", settings).parameters() if p.requires_grad)
     if model in ("bspline", "efficient-kan"):
         # grid_size 5, order 3: 10 parameters per edge, 3 edges per hidden unit.
