@@ -17,6 +17,10 @@ from torch import Tensor
 # on seed-300k and kanbench-10m; small enough to stay in a core's L2 cache.
 BLOCK_ELEMENTS = 1 << 17
 
+# torch.compiler.is_compiling is new in torch 2.3; with older versions a
+# compiled layer breaks its graph at the clamp bound (still correct).
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+
 # |u - centre| / h beyond which no bump is distinguishable from its tail;
 # clamping there keeps (u / h)**2 finite in float32.
 _FAR = 1e6
@@ -55,7 +59,7 @@ class _Distances:
         # A Python number where reading h is free: clamping to tensor bounds is
         # several times slower, but reading it would sync a GPU or break a compiled graph.
         far = _FAR * h
-        self.far = far if h.is_cuda or torch.compiler.is_compiling() else float(far)
+        self.far = far if h.is_cuda or _is_compiling() else float(far)
         self.c = grid - self.centre
         if neg_square:
             inv_h2 = self.inv_h * self.inv_h
