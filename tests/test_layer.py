@@ -99,16 +99,23 @@ def test_fused_path_matches_reference_float32(basis, batch, out):
 @pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "expit", "centred-expit"])
 @pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64)])
 def test_square_shortcut_is_accurate_in_float32(basis, grid):
-    # The fused forward gets d**2 of these bases as one sum of large terms; it
-    # must stay as accurate as the plain d * d where the bumps matter.
+    # The fused path gets d**2 of these bases as one sum of large terms, and
+    # the input gradient as v * S1 - S2; both must stay as accurate as the
+    # plain d * d where the bumps matter.
     lo, hi, g = grid
     torch.manual_seed(0)
     layer = FastKANLayer(16, 3, grid_min=lo, grid_max=hi, num_grids=g, basis=basis, use_layernorm=False)
     x = lo + (hi - lo) * torch.rand(50, 16)
     x[0] = 1e12  # and far outside the grid
-    y = layer(x)
-    layer.fused = False
-    torch.testing.assert_close(y, layer(x), rtol=2e-4, atol=2e-5)
+    x.requires_grad_()
+    results = []
+    for fused in (True, False):
+        layer.fused = fused
+        y = layer(x)
+        (gx,) = torch.autograd.grad((y * torch.arange(3.0)).sum(), x)
+        results.append((y, gx * (hi - lo) / g))  # gradients in units of the grid spacing
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=2e-4, atol=2e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=2e-4, atol=2e-4)
 
 
 def test_fused_path_blocks_match_one_block(monkeypatch):
