@@ -13,14 +13,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Basis values per block (512 KiB in float32): on seed-300k and kanbench-10m
-# layers, 2**17 to 2**19 time alike (within this machine's noise) and smaller
-# blocks are slower; the smallest of those stays in a core's L2 cache.
-BLOCK_ELEMENTS = 1 << 17
+# Basis values per block and torch thread (1 MiB in float32, about a core's
+# L2 cache). Measured on seed-300k and kanbench-10m layers: with 1 thread,
+# 2**17 to 2**19 per block time alike; with 2 threads, blocks of 2**17 took
+# 1.6x the time of 2**20, since every small operation pays the threads' start.
+BLOCK_ELEMENTS = 1 << 18
 
 # torch.compiler.is_compiling is new in torch 2.3; with older versions a
-# compiled layer breaks its graph at the clamp bound (still correct).
+# compiled layer breaks its graph at the clamp bound and the thread count (still correct).
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+
+
+def _block_elements() -> int:
+    # A compiled graph cannot read the thread count; it gets one thread's block.
+    return BLOCK_ELEMENTS if _is_compiling() else BLOCK_ELEMENTS * torch.get_num_threads()
+
 
 # |u - centre| / h beyond which no bump is distinguishable from its tail;
 # clamping there keeps (u / h)**2 finite in float32.
@@ -28,7 +35,7 @@ _FAR = 1e6
 
 
 def _step(n: int, in_dim: int, num_grids: int) -> int:
-    return min(in_dim, max(1, BLOCK_ELEMENTS // max(1, n * num_grids)))
+    return min(in_dim, max(1, _block_elements() // max(1, n * num_grids)))
 
 
 def _blocks(in_dim: int, step: int):
