@@ -131,11 +131,27 @@ def _neg_square(basis, u: Tensor) -> bool:
     return basis.of_neg_square is not None and u.dtype in (torch.float32, torch.float64)
 
 
-def _grad_w_buffer(u: Tensor, weight: Tensor, in_dim: int, g: int) -> Tensor | None:
-    # Column blocks of grad_w are strided writes; when the weight has at
-    # least as many rows as the batch, one product over all basis values
-    # (a temporary no larger than grad_w) is much faster.
-    return u.new_empty(u.shape[0], in_dim * g) if u.shape[0] <= weight.shape[0] else None
+class _WeightGrad:
+    """``grad_w = grad_out.T @ basis``, gathered block by block of basis columns."""
+
+    def __init__(self, u: Tensor, weight: Tensor, grad_out: Tensor):
+        self.grad_out = grad_out
+        self.grad_w = torch.empty_like(weight)
+        # Column blocks of grad_w are strided writes; when the weight has at
+        # least as many rows as the batch, one product over all basis values
+        # (a temporary no larger than grad_w) is much faster.
+        self.phis = u.new_empty(u.shape[0], weight.shape[1]) if u.shape[0] <= weight.shape[0] else None
+
+    def add(self, cols: slice, phi: Tensor) -> None:
+        if self.phis is not None:
+            self.phis[:, cols] = phi
+        else:
+            self.grad_w[:, cols] = self.grad_out.t() @ phi
+
+    def result(self) -> Tensor:
+        if self.phis is not None:
+            torch.mm(self.grad_out.t(), self.phis, out=self.grad_w)
+        return self.grad_w
 
 
 def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w):
@@ -154,16 +170,13 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w):
     single = weight.shape[0] == 1  # grad_out is then applied after the sum over centres
     sums = torch.stack([torch.ones_like(dist.c), -dist.c], dim=1) * (-2.0 * dist.inv_h * dist.inv_h)  # (G, 2)
     grad_u = torch.empty_like(u) if need_u else None
-    grad_w = torch.empty_like(weight) if need_w else None
-    phis = _grad_w_buffer(u, weight, in_dim, g) if need_w else None
+    grad_w = _WeightGrad(u, weight, grad_out) if need_w else None
     for a, b in _blocks(in_dim, step):
         cols = slice(a * g, b * g)
         t, v = dist.block(a, b)
         phi = basis.of_neg_square(t)
-        if phis is not None:
-            phis[:, cols] = phi
-        elif need_w:
-            grad_w[:, cols] = grad_out.t() @ phi
+        if grad_w is not None:
+            grad_w.add(cols, phi)
         if not need_u:
             continue
         q = basis.of_neg_square_derivative(phi)  # may overwrite phi
@@ -171,9 +184,7 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w):
         s12 = torch.mm(q.view(-1, g), sums)  # (N * block, 2)
         gu = torch.addcmul(s12[:, 1], v.reshape(-1), s12[:, 0]).view(n, b - a)
         grad_u[:, a:b] = gu.mul_(grad_out) if single else gu
-    if phis is not None:
-        torch.mm(grad_out.t(), phis, out=grad_w)
-    return grad_u, grad_w
+    return grad_u, grad_w.result() if grad_w is not None else None
 
 
 def _backward(u, grid, h, weight, grad_out, basis, needs):
@@ -186,8 +197,7 @@ def _backward(u, grid, h, weight, grad_out, basis, needs):
     dist = _Distances(u, grid, h, step)
     inv_h = dist.inv_h
     grad_u = torch.empty_like(u) if need_u else None
-    grad_w = torch.empty_like(weight) if need_w else None
-    phis = _grad_w_buffer(u, weight, in_dim, g) if need_w else None
+    grad_w = _WeightGrad(u, weight, grad_out) if need_w else None
     # dL/dd summed over batch and inputs per centre (grid), and weighted by d (width).
     sum_gd = grid.new_zeros(g) if need_grid else None
     sum_gd_d = h.new_zeros(()) if need_h else None
@@ -202,10 +212,8 @@ def _backward(u, grid, h, weight, grad_out, basis, needs):
                 phi = fn(d)
         else:
             phi = fn(d)
-        if phis is not None:
-            phis[:, cols] = phi.detach()
-        elif need_w:
-            grad_w[:, cols] = grad_out.t() @ phi.detach()
+        if grad_w is not None:
+            grad_w.add(cols, phi.detach())
         if not (need_u or need_grid or need_h):
             continue
         if single:
@@ -224,11 +232,9 @@ def _backward(u, grid, h, weight, grad_out, basis, needs):
             sum_gd -= rows.sum(0)
         if need_h:
             sum_gd_d -= torch.dot(grad_d.view(-1), d.view(-1))
-    if phis is not None:
-        torch.mm(grad_out.t(), phis, out=grad_w)
     grad_grid = sum_gd * inv_h if need_grid else None
     grad_h = sum_gd_d * inv_h if need_h else None
-    return grad_u, grad_grid, grad_h, grad_w
+    return grad_u, grad_grid, grad_h, grad_w.result() if grad_w is not None else None
 
 
 def fused_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
