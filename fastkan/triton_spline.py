@@ -19,9 +19,10 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
+from .bases import _EXP_CAP  # keeps exp out of denormals, as in the torch bases
+
 #: basis name -> kernel code of its formula
 TRITON_BASES = {"gaussian": 0, "inverse-quadratic": 1, "rswaf": 2}
-_EXP_CAP = 64.0  # as in fastkan.bases: keeps exp out of denormals
 
 
 def available(u: Tensor, basis) -> bool:
@@ -76,6 +77,12 @@ if triton is not None:
         return tl.load(P + rows[:, None] * row_stride + cols[None, :] * col_stride, mask=mask, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _store_tile(P, rows, cols, n_rows, n_cols, row_stride, value):
+        """P[rows, cols] = value (row-major, unit column stride), inside (n_rows, n_cols) only."""
+        mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+        tl.store(P + rows[:, None] * row_stride + cols[None, :], value.to(P.dtype.element_ty), mask=mask)
+
+    @triton.jit
     def _forward(U, C, W, OUT, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -87,8 +94,7 @@ if triton is not None:
             p, _ = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
             w = _tile(W, offs_k, offs_o, K, OUTD, 1, K)  # weight (OUTD, K) read as (K, OUTD)
             acc += tl.dot(p, w, input_precision=PRECISION)
-        tl.store(OUT + offs_n[:, None] * OUTD + offs_o[None, :], acc.to(OUT.dtype.element_ty),
-                 mask=(offs_n[:, None] < N) & (offs_o[None, :] < OUTD))
+        _store_tile(OUT, offs_n, offs_o, N, OUTD, OUTD, acc)
 
     @triton.jit
     def _grad_weight(U, C, GO, GW, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
@@ -102,8 +108,7 @@ if triton is not None:
             go = _tile(GO, offs_n, offs_o, N, OUTD, OUTD, 1)
             acc += tl.dot(tl.trans(go), p, input_precision=PRECISION)
         K = IN * G
-        tl.store(GW + offs_o[:, None] * K + offs_k[None, :], acc.to(GW.dtype.element_ty),
-                 mask=(offs_o[:, None] < OUTD) & (offs_k[None, :] < K))
+        _store_tile(GW, offs_o, offs_k, OUTD, K, K, acc)
 
     @triton.jit
     def _grad_input(U, C, GO, W, GU, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
