@@ -32,9 +32,9 @@ def collect(runs: list[Run], config: str | None):
         if r.config == chosen:
             row = rows.setdefault(r.model, {"fit": {}})
             row[r.pass_] = r.median_s
-            if r.info.get("reference_model") == "fastkan-gaussian" and r.info.get("reference_ratio"):
-                # Timed against gaussian round by round (pytest perf --perf-reference=fastkan-gaussian).
-                row[r.pass_ + " ratio"] = r.info["reference_ratio"]
+            ratio = r.ratio_to("fastkan-gaussian")  # pytest perf --perf-reference=fastkan-gaussian
+            if ratio:
+                row[r.pass_ + " ratio"] = ratio
     if not any(row["fit"] for row in rows.values()):
         raise ReportError(f"{runs[0].path}: no fit-quality cases (run `pytest perf` with --perf-fit=quick or full)")
     return rows, chosen

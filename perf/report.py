@@ -117,8 +117,9 @@ def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
     for model in sorted(models):
         per_pass = {}
         for p, rec in sorted(models[model].items()):
-            ratio, other = rec.info.get("reference_ratio"), rec.info.get("reference_model")
-            if ratio and other:
+            other = rec.info.get("reference_model")
+            ratio = rec.ratio_to(other) if other else None
+            if ratio:
                 per_pass[p] = (ratio, other, rec.median_s)
                 out.append(f"{model} {p}: {ratio:.3f}x the time of {other}, timed round by round "
                            f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
@@ -207,8 +208,8 @@ def _normalised(run: Run, reference: str | None) -> dict[str, float | None]:
     refs = {(r.group, r.pass_): r.median_s for r in run.records.values() if r.model == reference}
     out = {}
     for cid, r in run.records.items():
-        if r.info.get("reference_model") == reference and r.info.get("reference_ratio"):
-            out[cid] = r.info["reference_ratio"]
+        if ratio := r.ratio_to(reference):
+            out[cid] = ratio
         elif r.info.get("reference_model") == reference and r.info.get("reference_median_s"):
             out[cid] = r.median_s / r.info["reference_median_s"]
         elif r.model == reference:

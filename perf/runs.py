@@ -39,6 +39,10 @@ class Record:
         key = "cuda_peak_bytes" if self.device == "cuda" else "saved_bytes"
         return self.info.get(key)
 
+    def ratio_to(self, model: str) -> float | None:
+        """This case's time over ``model``'s, timed round by round in the case (``--perf-reference``), else None."""
+        return self.info.get("reference_ratio") if self.info.get("reference_model") == model else None
+
 
 @dataclass(frozen=True)
 class Run:
@@ -86,7 +90,7 @@ def resolve(spec: str | None, storage: Path = DEFAULT_STORAGE) -> Path:
     if path.suffix == ".json" or "/" in spec:
         raise ReportError(f"{path}: no such file or folder")
     prefix = spec.zfill(4) if spec.isdigit() else spec
-    files = [p for p in run_files(storage)] if storage.is_dir() else []
+    files = run_files(storage) if storage.is_dir() else []
     matches = [p for p in files if p.name.startswith(prefix)]
     if not matches:
         raise ReportError(f"{spec}: no such run in {storage}")
