@@ -7,6 +7,7 @@ import math
 import statistics
 from pathlib import Path
 
+from .report import model_order
 from .runs import DEFAULT_STORAGE, ReportError, Run, load, resolve
 
 SPEED_CONFIGS = ("mnist", "seed-300k", "kanbench-10m", "tiny")
@@ -46,7 +47,7 @@ def table(rows: dict, chosen: str | None):
               *[f"rmse {t}" for t in tasks], "fwd vs gaussian", "bwd vs gaussian"]
     ref = rows.get("fastkan-gaussian", {})
     out = []
-    order = sorted(rows, key=lambda m: (not m.startswith("fastkan-"), m))
+    order = sorted(rows, key=model_order)
     for model in order:
         row = rows[model]
         a = row.get("approx")

@@ -86,9 +86,9 @@ def main(argv=None) -> int:
             args.keep.mkdir(parents=True, exist_ok=True)
             for f in (base, *reruns, slow):
                 shutil.copy2(f, args.keep / f.name)
-        planted = sorted(c for c in load(slow).records if c.startswith("fastkan-") and c.endswith("/forward"))
-        result = {"threshold": args.threshold, "reruns": args.reruns, "slice": quick_slice(), "modes": {}}
         base_run, slow_run, rerun_runs = load(base), load(slow), [load(r) for r in reruns]
+        planted = sorted(c for c in slow_run.records if c.startswith("fastkan-") and c.endswith("/forward"))
+        result = {"threshold": args.threshold, "reruns": args.reruns, "slice": quick_slice(), "modes": {}}
         for name, norm in modes.items():
             rerun_changes = [changes(base_run, r, args.threshold, norm) for r in rerun_runs]
             slow_changes = changes(base_run, slow_run, args.threshold, norm)

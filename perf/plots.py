@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .report import group_runs
+from .report import group_runs, model_order
 from .runs import ReportError, Run
 
 
@@ -57,7 +57,7 @@ def save_figure(plt, fig, path: Path) -> None:
 def plot_times(plt, groups, path: Path) -> None:
     fig, axes = _grid(plt, len(groups), "median time per pass (log scale)")
     for ax, (group, models) in zip(axes, groups.items()):
-        names = sorted(models, key=lambda m: (not m.startswith("fastkan"), m))
+        names = sorted(models, key=model_order)
         series = [(p, [models[m][p].median_s * 1e3 if p in models[m] else 0 for m in names])
                   for p in ("forward", "backward")]
         _bars(ax, names, series, _label(group))

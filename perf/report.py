@@ -34,6 +34,11 @@ def ratio_phrase(value: float | None, other: float | None, better: str, worse: s
     return f"{value / other:.2f}x {worse} than {name}"
 
 
+def model_order(model: str) -> tuple[bool, str]:
+    """Sort key of tables and figures: the FastKAN bases first, then the other models, by name."""
+    return not model.startswith("fastkan-"), model
+
+
 def group_runs(runs: list[Run], only: list[str] | None = None) -> dict[tuple, dict[str, dict[str, Record]]]:
     """(config, device, dtype, mode) -> model -> pass -> record, for the speed passes, sorted.
 
@@ -69,7 +74,7 @@ def _backward_memory(passes: dict[str, Record]) -> float | None:
 
 def table_rows(models: dict[str, dict[str, Record]]) -> list[tuple[str, list[str]]]:
     rows = []
-    for model in sorted(models, key=lambda m: (not m.startswith("fastkan"), m)):
+    for model in sorted(models, key=model_order):
         passes = models[model]
         any_rec = next(iter(passes.values()))
         ms = [f"{passes[p].median_s * 1e3:.3f} ms" if p in passes else "n/a" for p in ("forward", "backward")]
