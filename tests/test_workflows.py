@@ -13,8 +13,7 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 def tool(name):
     """A command from PATH or from this interpreter's environment."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    return found
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
 
 
 def text(name):
