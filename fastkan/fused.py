@@ -67,7 +67,7 @@ class _Distances:
         # A Python number where reading h is free: clamping to tensor bounds is
         # several times slower, but reading it would sync a GPU or break a compiled graph.
         far = _FAR * h
-        self.far = far if h.is_cuda or _is_compiling() else float(far)
+        self.far = far if h.device.type != "cpu" or _is_compiling() else float(far)
         self.c = grid - self.centre
         if neg_square:
             inv_h2 = self.inv_h * self.inv_h

@@ -10,6 +10,8 @@ kernels run on CPU tensors, which is how the tests check them.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -19,16 +21,17 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
-from .bases import _EXP_CAP  # keeps exp out of denormals, as in the torch bases
+from .bases import _EXP_CAP as _EXP_CAP_VALUE
 
 #: basis name -> kernel code of its formula
 TRITON_BASES = {"gaussian": 0, "inverse-quadratic": 1, "rswaf": 2}
+#: input dtypes the layer can hand to the kernels, and the float32 product precisions torch may ask for
+DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = ("ieee", "tf32")
 
 
 def available(u: Tensor, basis) -> bool:
     """Whether the Triton path can evaluate this basis for this input (CUDA, or the interpreter)."""
-    import os
-
     if triton is None or basis.name not in TRITON_BASES:
         return False
     if basis.grid.requires_grad or basis.denominator.requires_grad:
@@ -42,6 +45,21 @@ def _precision(u: Tensor) -> str:
 
 
 if triton is not None:
+    # A @triton.jit function may read a module-level value only when it is a
+    # tl.constexpr (Triton >= 3.0); a plain float fails to compile on a GPU.
+    # Keeps exp out of denormals, as in the torch bases.
+    _EXP_CAP = tl.constexpr(_EXP_CAP_VALUE)
+
+    # Block shapes tried per kernel: small tiles for narrow layers (one output),
+    # larger ones for wide layers. tl.dot needs every dimension >= 16.
+    CONFIGS = [
+        triton.Config({"BLOCK_N": 32, "BLOCK_O": 32, "BLOCK_K": 32}, num_warps=4),
+        triton.Config({"BLOCK_N": 64, "BLOCK_O": 16, "BLOCK_K": 64}, num_warps=4),
+        triton.Config({"BLOCK_N": 64, "BLOCK_O": 64, "BLOCK_K": 32}, num_warps=8),
+    ]
+    _KEY = ["N", "IN", "OUTD", "G"]
+    # The interpreter cannot time a trial (no driver); with one config the autotuner times nothing.
+    _TUNED = CONFIGS[:1] if os.environ.get("TRITON_INTERPRET") == "1" else CONFIGS
 
     @triton.jit
     def _phi(d, KIND: tl.constexpr):
@@ -82,9 +100,11 @@ if triton is not None:
         mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
         tl.store(P + rows[:, None] * row_stride + cols[None, :], value.to(P.dtype.element_ty), mask=mask)
 
+    @triton.autotune(configs=_TUNED, key=_KEY)
     @triton.jit
-    def _forward(U, C, W, OUT, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
+    def _forward(U, C, W, OUT, N, IN, OUTD, G: tl.constexpr, INV_H, KIND: tl.constexpr, PRECISION: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+        inv_h = tl.load(INV_H).to(tl.float32)
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
         acc = tl.zeros((BLOCK_N, BLOCK_O), dtype=tl.float32)
@@ -96,9 +116,11 @@ if triton is not None:
             acc += tl.dot(p, w, input_precision=PRECISION)
         _store_tile(OUT, offs_n, offs_o, N, OUTD, OUTD, acc)
 
+    @triton.autotune(configs=_TUNED, key=_KEY)
     @triton.jit
-    def _grad_weight(U, C, GO, GW, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
+    def _grad_weight(U, C, GO, GW, N, IN, OUTD, G: tl.constexpr, INV_H, KIND: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+        inv_h = tl.load(INV_H).to(tl.float32)
         offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
         offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
         acc = tl.zeros((BLOCK_O, BLOCK_K), dtype=tl.float32)
@@ -110,9 +132,12 @@ if triton is not None:
         K = IN * G
         _store_tile(GW, offs_o, offs_k, OUTD, K, K, acc)
 
+    # Tiles add into GU atomically: every trial of the autotuner starts from zeros.
+    @triton.autotune(configs=_TUNED, key=_KEY, reset_to_zero=["GU"])
     @triton.jit
-    def _grad_input(U, C, GO, W, GU, N, IN, OUTD, G: tl.constexpr, inv_h, KIND: tl.constexpr, PRECISION: tl.constexpr,
+    def _grad_input(U, C, GO, W, GU, N, IN, OUTD, G: tl.constexpr, INV_H, KIND: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+        inv_h = tl.load(INV_H).to(tl.float32)
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
         K = IN * G
@@ -128,39 +153,38 @@ if triton is not None:
                       mask=(offs_n[:, None] < N) & (offs_k[None, :] < K))
 
 
-_BLOCKS = {"BLOCK_N": 32, "BLOCK_O": 32, "BLOCK_K": 32}
+def _grid(rows: int, cols: int, row_block: str, col_block: str):
+    return lambda meta: (triton.cdiv(rows, meta[row_block]), triton.cdiv(cols, meta[col_block]))
 
 
 class _TritonSpline(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, grid: Tensor, weight: Tensor, inv_h: float, kind: int) -> Tensor:
+    def forward(ctx, u: Tensor, grid: Tensor, weight: Tensor, inv_h: Tensor, kind: int) -> Tensor:
         u, grid, weight = u.contiguous(), grid.contiguous(), weight.contiguous()
         n, in_dim = u.shape
         out_dim, g = weight.shape[0], grid.numel()
         out = torch.empty(n, out_dim, device=u.device, dtype=u.dtype)
-        launch = (triton.cdiv(n, _BLOCKS["BLOCK_N"]), triton.cdiv(out_dim, _BLOCKS["BLOCK_O"]))
-        _forward[launch](u, grid, weight, out, n, in_dim, out_dim, g, inv_h, kind, _precision(u), **_BLOCKS)
-        ctx.save_for_backward(u, grid, weight)
-        ctx.inv_h, ctx.kind = inv_h, kind
+        _forward[_grid(n, out_dim, "BLOCK_N", "BLOCK_O")](
+            u, grid, weight, out, n, in_dim, out_dim, g, inv_h, kind, _precision(u))
+        ctx.save_for_backward(u, grid, weight, inv_h)
+        ctx.kind = kind
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        u, grid, weight = ctx.saved_tensors
+        u, grid, weight, inv_h = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         n, in_dim = u.shape
         out_dim, g = weight.shape[0], grid.numel()
         grad_u = grad_w = None
         if ctx.needs_input_grad[2]:
             grad_w = torch.empty_like(weight)
-            launch = (triton.cdiv(out_dim, _BLOCKS["BLOCK_O"]), triton.cdiv(in_dim * g, _BLOCKS["BLOCK_K"]))
-            _grad_weight[launch](u, grid, grad_out, grad_w, n, in_dim, out_dim, g, ctx.inv_h, ctx.kind, _precision(u),
-                                 **_BLOCKS)
+            _grad_weight[_grid(out_dim, in_dim * g, "BLOCK_O", "BLOCK_K")](
+                u, grid, grad_out, grad_w, n, in_dim, out_dim, g, inv_h, ctx.kind, _precision(u))
         if ctx.needs_input_grad[0]:
             grad_u = torch.zeros(n, in_dim, device=u.device, dtype=torch.float32)
-            launch = (triton.cdiv(n, _BLOCKS["BLOCK_N"]), triton.cdiv(in_dim * g, _BLOCKS["BLOCK_K"]))
-            _grad_input[launch](u, grid, grad_out, weight, grad_u, n, in_dim, out_dim, g, ctx.inv_h, ctx.kind,
-                                _precision(u), **_BLOCKS)
+            _grad_input[_grid(n, in_dim * g, "BLOCK_N", "BLOCK_K")](
+                u, grid, grad_out, weight, grad_u, n, in_dim, out_dim, g, inv_h, ctx.kind, _precision(u))
             grad_u = grad_u.to(u.dtype)
         return grad_u, None, grad_w, None, None
 
@@ -169,4 +193,6 @@ def triton_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out), in Triton."""
     if not available(u, basis):
         raise RuntimeError(f"the Triton spline path cannot run basis {basis.name!r} here")
-    return _TritonSpline.apply(u, basis.grid, weight, float(1.0 / basis.denominator), TRITON_BASES[basis.name])
+    # The width stays on the device: the kernels load it, so no call reads it back to the host (no sync).
+    inv_h = torch.reciprocal(basis.denominator.detach().to(device=u.device, dtype=torch.float32)).reshape(1)
+    return _TritonSpline.apply(u, basis.grid, weight, inv_h, TRITON_BASES[basis.name])

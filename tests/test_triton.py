@@ -15,8 +15,26 @@ import torch
 pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
 
 CHECK = r"""
-import json, torch, fastkan
+import contextlib, json, torch, fastkan
 from fastkan.triton_spline import available, triton_spline
+
+@contextlib.contextmanager
+def no_host_reads():
+    # On CUDA each of these is a device-to-host copy and a sync; the kernels' path must call none.
+    names = ["item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy"]
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+    def refuse(name):
+        def f(*a, **k):
+            raise AssertionError(f"host read: Tensor.{name}")
+        return f
+    for n in names:
+        setattr(torch.Tensor, n, refuse(n))
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
 out = []
 for name in ["gaussian", "inverse-quadratic", "rswaf"]:
     for (n, i, o, g) in [(37, 5, 3, 8), (3, 40, 33, 9), (64, 16, 70, 4)]:
@@ -27,8 +45,9 @@ for name in ["gaussian", "inverse-quadratic", "rswaf"]:
         gy = torch.randn(n, o)
         ref = layer.spline(u)
         ref_gu, ref_gw = torch.autograd.grad(ref, [u, w], gy)
-        got = triton_spline(u, layer.basis, w)
-        gu, gw = torch.autograd.grad(got, [u, w], gy)
+        with no_host_reads():
+            got = triton_spline(u, layer.basis, w)
+            gu, gw = torch.autograd.grad(got, [u, w], gy)
         err = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
         out.append({"basis": name, "shape": [n, i, o, g], "available": available(u, layer.basis),
                     "value": err(got, ref), "grad_u": err(gu, ref_gu), "grad_w": err(gw, ref_gw)})
@@ -89,3 +108,15 @@ def test_cuda_layer_takes_the_triton_path_and_matches_the_reference(basis):
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_cuda_peak_memory_resets_then_reads_the_peak_around_the_pass(monkeypatch):
+    """perf.measure.cuda_peak_bytes with the CUDA calls substituted: sync, reset, run, sync, read."""
+    from perf import measure
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: calls.append("read") or 1234)
+    assert measure.cuda_peak_bytes(lambda: calls.append("run"), torch.device("cuda")) == 1234
+    assert calls == ["sync", "reset", "run", "sync", "read"]

@@ -1,0 +1,80 @@
+"""Every Triton kernel the layer can launch compiles for real GPUs (sm_80, sm_90), on this CPU-only machine.
+
+Triton's own compiler and the ``ptxas`` bundled in its wheel build each
+kernel down to a cubin for the A100 (sm_80) and H100/H200 (sm_90) targets,
+which every Triton 3.x release supports; no GPU is needed. Each run uses a
+fresh ``TRITON_CACHE_DIR`` and neither ``TRITON_INTERPRET`` nor
+``TRITON_ALLOW_NON_CONSTEXPR_GLOBALS``, so no earlier or laxer build hides a
+failure.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args, tmp_path, code=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS")}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "fastkan.triton_aot", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+def test_every_launched_kernel_compiles_for_sm80_and_sm90(tmp_path):
+    from fastkan.triton_aot import variants
+    from fastkan.triton_spline import CONFIGS, DTYPES, PRECISIONS, TRITON_BASES
+
+    proc = _run(["--json", "--arch", "80,90", "--jobs", str(os.cpu_count() or 1)], tmp_path)
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    # 3 kernels x every basis kind x ieee/tf32 x float32/bfloat16/float16 x every autotune config x 2 targets.
+    assert len(results) == len(variants()) == 3 * len(TRITON_BASES) * len(PRECISIONS) * len(DTYPES) * len(CONFIGS) * 2
+    failed = [r for r in results if r["error"]]
+    assert not failed, f"Triton {triton.__version__}: " + "\n".join(
+        f"{r['kernel']} basis={r['basis']} precision={r['precision']} dtype={r['dtype']} "
+        f"config={r['config']} sm_{r['arch']}: {r['error'][:500]}" for r in failed)
+    assert proc.returncode == 0
+
+
+PLANTED = r"""
+import importlib.util, json, sys
+from pathlib import Path
+src = Path("fastkan/triton_spline.py").read_text()
+old = "_EXP_CAP = tl.constexpr(_EXP_CAP_VALUE)"
+assert old in src
+planted = src.replace(old, "_EXP_CAP = float(_EXP_CAP_VALUE)").replace("from .bases", "from fastkan.bases")
+path = Path(sys.argv[1]) / "planted_spline.py"
+path.write_text(planted)
+spec = importlib.util.spec_from_file_location("planted_spline", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+from fastkan.triton_aot import Variant, compile_variant
+v = Variant("_forward", "gaussian", "ieee", "float32", 0, 90)
+print(json.dumps({"error": compile_variant(v, module), "describe": v.describe(),
+                  "unplanted": compile_variant(v)}))
+"""
+
+
+def test_a_planted_non_constexpr_global_fails_the_check(tmp_path):
+    proc = _run([], tmp_path, code=PLANTED.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["unplanted"] is None
+    assert out["error"] and "_EXP_CAP" in out["error"] and "constexpr" in out["error"], out["error"]
+    assert out["describe"].startswith("_forward basis=gaussian precision=ieee dtype=float32 config #0")
+
+
+def test_the_command_line_reports_failures_and_refuses_the_escape_hatch(tmp_path):
+    env_proc = subprocess.run([sys.executable, "-m", "fastkan.triton_aot", "--arch", "90"], capture_output=True,
+                              text=True, cwd=ROOT, env={**os.environ, "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"})
+    assert env_proc.returncode == 2 and "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS" in env_proc.stderr
+    bad = _run(["--arch", "sm90"], tmp_path)
+    assert bad.returncode == 2 and "--arch takes numbers" in bad.stderr
