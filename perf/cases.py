@@ -16,15 +16,8 @@ import torch
 from torch import nn
 
 from fastkan import BASES, BSplineKAN, FastKAN, MLP
-from fastkan.baselines import (
-    EFFICIENT_KAN_INSTALL,
-    PYKAN_INSTALL,
-    efficient_kan_available,
-    efficient_kan_model,
-    pykan_available,
-    pykan_model,
-)
 from fastkan.mlp import matched_hidden
+from fastkan.peers import PEERS
 
 
 @dataclass(frozen=True)
@@ -34,21 +27,24 @@ class Config:
     batch: int
     layers: tuple[int, ...]
     fastkan: dict = field(default_factory=dict)  # FastKAN options (grid, number of centres)
-    bspline: dict = field(default_factory=dict)  # efficient-kan / BSplineKAN options
     mlp_hidden: int | None = None  # None: parameter-matched to this config's default FastKAN
-    pykan: bool = False  # pykan is far slower; only on small configurations
+    small: bool = False  # where the far slower models (pykan) run too
     default: bool = False  # part of the default run
+
+    @property
+    def num_basis(self) -> int:
+        """Basis functions per edge, the same for every KAN: FastKAN's centres, B-splines' grid_size + 3."""
+        return self.fastkan.get("num_grids", 8)
 
 
 CONFIGS: dict[str, Config] = {
-    "tiny": Config(batch=32, layers=(4, 16, 1), pykan=True, default=True),
+    "tiny": Config(batch=32, layers=(4, 16, 1), small=True, default=True),
     "mnist": Config(batch=64, layers=(784, 64, 10), default=True),
     # The seed's table: FastKAN [2, 10000, 1] on grid [-1.4, 1.4] x 8 against MLP [2, 75000, 1].
     "seed-300k": Config(
         batch=100,
         layers=(2, 10000, 1),
         fastkan={"grid_min": -1.4, "grid_max": 1.4, "num_grids": 8},
-        bspline={"grid_size": 5, "spline_order": 3},
         mlp_hidden=75000,
     ),
     # KAN-benchmarking's own configuration: about 10M parameters per model.
@@ -78,6 +74,10 @@ def _mlp(c: Config) -> nn.Module:
     return MLP([c.layers[0], hidden, c.layers[-1]])
 
 
+def _bspline(c: Config) -> nn.Module:
+    return BSplineKAN(c.layers, grid_size=c.num_basis - 3, spline_order=3)
+
+
 @dataclass(frozen=True)
 class Model:
     build: Callable[[Config], nn.Module]
@@ -85,36 +85,38 @@ class Model:
     missing: str | None = None  # why it cannot run here (a dependency that is not installed)
     small_only: bool = False
     fit: bool = True  # has fit-quality cases (not when it computes the same function as another model)
+    peer: str | None = None  # name in fastkan.peers.PEERS: another project's KAN
+
+    def move(self, model: nn.Module, device, dtype) -> nn.Module:
+        return PEERS[self.peer].move(model, device, dtype) if self.peer else model.to(device, dtype)
+
+
+def _peer(name: str) -> Model:
+    peer = PEERS[name]
+    basis = {"fast-kan": "gaussian", "faster-kan": "rswaf", "chebykan": None}.get(name, "bspline")
+    return Model(lambda c: peer.model(c.layers, c.num_basis), basis=basis, missing=peer.missing(),
+                 small_only=peer.small_only, peer=name)
 
 
 @functools.lru_cache(maxsize=None)
 def models() -> dict[str, Model]:
-    """Every model of the matrix; one ``fastkan-<basis>`` per registered basis.
+    """Every model of the matrix: one ``fastkan-<basis>`` per registered basis, our references, the peers.
 
-    Cached: a failed import of an optional baseline is retried on every call.
+    Cached: a failed import of an optional peer is retried on every call.
     """
     table = {f"fastkan-{b}": Model(_fastkan(b), basis=b) for b in BASES}
     # fast-kan's own algorithm: the same model without the fused spline path.
     table["plain-fastkan"] = Model(lambda c: FastKAN(c.layers, fused=False, **c.fastkan), basis="gaussian", fit=False)
     # LayerNorm without scale and shift: no input gradient in the first layer.
     table["lean-fastkan"] = Model(lambda c: FastKAN(c.layers, layernorm_affine=False, **c.fastkan), basis="gaussian")
-    table["bspline"] = Model(lambda c: BSplineKAN(c.layers, **c.bspline), basis="bspline")
-    table["efficient-kan"] = Model(
-        lambda c: efficient_kan_model(c.layers, **c.bspline),
-        basis="bspline",
-        missing=None if efficient_kan_available() else EFFICIENT_KAN_INSTALL,
-    )
+    table["bspline"] = Model(_bspline, basis="bspline")
     table["mlp"] = Model(_mlp)
-    table["pykan"] = Model(
-        lambda c: pykan_model(
-            c.layers, grid=c.bspline.get("grid_size", 5), k=c.bspline.get("spline_order", 3)
-        ),
-        basis="bspline",
-        missing=None if pykan_available() else PYKAN_INSTALL,
-        small_only=True,
-        fit=False,
-    )
+    table.update((name, _peer(name)) for name in PEERS)
     return table
+
+
+def is_peer(model: str) -> bool:
+    return models()[model].peer is not None
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,8 @@ class Setup:
         self.device = torch.device(case.device)
         self.dtype = getattr(torch, case.dtype)
         torch.manual_seed(seed)
-        model = models()[case.model].build(cfg).to(self.device, self.dtype)
+        spec = models()[case.model]
+        model = spec.move(spec.build(cfg), self.device, self.dtype)
         self.eager = model
         self.x = torch.rand(cfg.batch, cfg.layers[0], device=self.device, dtype=self.dtype) * 2 - 1
         self.y = target(self.x, cfg.layers[-1])

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from fastkan import MLP, BSplineKAN, FastKANLayer
 from fastkan.mlp import matched_hidden
+from fastkan.peers import PEERS
 
 TASKS: dict[str, Callable[[Tensor], Tensor]] = {
     # The seed's benchmark target.
@@ -71,24 +72,33 @@ def fastkan_model(basis: str, settings: FitSettings, layernorm_affine: bool = Tr
     )
 
 
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _kan(model: str, width: int) -> nn.Module:
+    if model == "bspline":
+        return BSplineKAN([2, width, 1])
+    # A peer as its users set it up: its own defaults, 8 basis functions per edge like FastKAN's.
+    return PEERS[model].model([2, width, 1], 8)
+
+
 def build(model: str, settings: FitSettings) -> nn.Module:
     """The model named as in the speed matrix, sized for the fit tasks."""
     if model.startswith("fastkan-"):
         return fastkan_model(model[len("fastkan-"):], settings)
     if model == "lean-fastkan":
         return fastkan_model("gaussian", settings, layernorm_affine=False)
-    budget = sum(p.numel() for p in fastkan_model("gaussian", settings).parameters() if p.requires_grad)
-    if model in ("bspline", "efficient-kan"):
-        # grid_size 5, order 3: 10 parameters per edge, 3 edges per hidden unit.
-        width = max(1, round(budget / (10 * 3)))
-        if model == "bspline":
-            return BSplineKAN([2, width, 1])
-        from fastkan.baselines import efficient_kan_model
-
-        return efficient_kan_model([2, width, 1])
+    budget = _count(fastkan_model("gaussian", settings))
     if model == "mlp":
         return MLP([2, matched_hidden(2, 1, budget), 1])
-    raise ValueError(f"no fit recipe for model {model!r}")
+    if model != "bspline" and model not in PEERS:
+        raise ValueError(f"no fit recipe for model {model!r}")
+    # Parameters of [2, width, 1] grow linearly in width: match the budget from two widths
+    # (2 and 3: fast-kan refuses LayerNorm over a single hidden unit).
+    with torch.random.fork_rng():  # the sizing models must not move the seed of the model trained
+        p2, p3 = _count(_kan(model, 2)), _count(_kan(model, 3))
+    return _kan(model, max(2, round(2 + (budget - p2) / (p3 - p2))))
 
 
 def data(task: str, n: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -91,7 +91,7 @@ class Selection:
         out = []
         for config in self.configs:
             for model in self.models:
-                if table[model].small_only and not CONFIGS[config].pykan:
+                if table[model].small_only and not CONFIGS[config].small:
                     continue
                 for device in self.devices:
                     for dtype in self.dtypes:
@@ -214,6 +214,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     selection = getattr(config, "_perf_selection", None)
     if selection is not None:
         machine_info["perf_device_kind"] = selection.device_kind()
+        # Peers that were asked for and could not run: the leaderboard names them.
+        table = models()
+        machine_info["perf_missing_models"] = {m: table[m].missing for m in selection.models if table[m].missing}
 
 
 @pytest.hookimpl(wrapper=True)

@@ -4,7 +4,11 @@ import dataclasses
 import statistics
 import time
 
+import pytest
+
+from fastkan.peers import PEERS
 from perf.cases import CONFIGS, Setup, models
+from perf.gradcheck import check_model
 from perf.measure import measure
 
 
@@ -25,7 +29,18 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
         import torch
 
         torch._dynamo.reset()  # each case pays, and records, its own compilation
-    setup = Setup(case)
+    spec = models()[case.model]
+    if spec.peer is None:
+        setup = Setup(case)
+    else:
+        # A peer that cannot run this case (an API limit, an error) is a skip, never a failure.
+        try:
+            setup = Setup(case)
+            prepare, run = setup.pass_fns()
+            args, kwargs = prepare()
+            run(*args, **kwargs)
+        except Exception as e:
+            pytest.skip(f"{case.model} cannot run {case.config}/{case.dtype}/{case.mode}: {type(e).__name__}: {e}"[:300])
     cfg = CONFIGS[case.config]
     params, trainable = setup.num_params()
     benchmark.extra_info.update(
@@ -42,7 +57,11 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
         params=params,
         trainable_params=trainable,
         compile_seconds=setup.compile_seconds,
+        **check_model(case.model),
     )
+    if spec.peer is not None:
+        peer = PEERS[spec.peer]
+        benchmark.extra_info.update(peer_version=peer.version(), compiles_itself=peer.compiles)
     # The untimed memory pass doubles as the first warm-up round.
     benchmark.extra_info.update(measure(setup))
     prepare, run = setup.pass_fns()
