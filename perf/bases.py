@@ -7,7 +7,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .report import model_order
+from .tables import md_table, model_order, text_table
 from .runs import DEFAULT_STORAGE, ReportError, Run, load, resolve
 
 SPEED_CONFIGS = ("mnist", "seed-300k", "kanbench-10m", "tiny")
@@ -118,8 +118,6 @@ def plot(points, path: Path) -> Path:
 def main(argv) -> int:
     import sys
 
-    from .report import _md_table, _text_table
-
     p = argparse.ArgumentParser(prog="python -m perf.report bases", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="*", metavar="RUN")
     p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
@@ -152,9 +150,9 @@ def main(argv) -> int:
         "Pareto front (fastest for its error): " + ", ".join(m for m, _, _ in front(points)),
     ]
     if args.markdown:
-        print("\n".join(["_" + notes[0] + "_", "", _md_table(header, body), "", *[f"- {n}" for n in notes[1:]]]))
+        print("\n".join(["_" + notes[0] + "_", "", md_table(header, body), "", *[f"- {n}" for n in notes[1:]]]))
     else:
-        print("\n".join([notes[0], _text_table(header, body), *notes[1:]]))
+        print("\n".join([notes[0], text_table(header, body), *notes[1:]]))
     if args.plot is not None:
         print(f"figure: {args.plot}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .report import group_runs, model_order
+from .tables import group_runs, model_order
 from .runs import ReportError, Run
 
 
@@ -18,6 +18,17 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def log_axis(ax, axis: str = "y") -> None:
+    """A log scale with plain tick labels (0.5, 1, 2, 5, 10), never 6x10^-1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def _label(group) -> str:
@@ -48,8 +59,9 @@ def _bars(ax, names: list[str], series: list[tuple[str, list[float]]], title: st
     ax.legend(fontsize=6)
 
 
-def save_figure(plt, fig, path: Path) -> None:
-    fig.tight_layout()
+def save_figure(plt, fig, path: Path, top: float = 0.95) -> None:
+    """Lay out below the figure's title (the top fraction ``top``), write, close."""
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path)
     plt.close(fig)
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
+from .tables import SPEED_PASSES, fmt_bytes, group_runs, md_table, model_order, text_table
 
 REGRESSED = 3
-SPEED_PASSES = ("forward", "backward", "train-step")
 COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
 
 
@@ -32,32 +32,6 @@ def ratio_phrase(value: float | None, other: float | None, better: str, worse: s
     if value <= other:
         return f"{other / value:.2f}x {better} than {name}"
     return f"{value / other:.2f}x {worse} than {name}"
-
-
-def model_order(model: str) -> tuple[bool, str]:
-    """Sort key of tables and figures: the FastKAN bases first, then the other models, by name."""
-    return not model.startswith("fastkan-"), model
-
-
-def group_runs(runs: list[Run], only: list[str] | None = None) -> dict[tuple, dict[str, dict[str, Record]]]:
-    """(config, device, dtype, mode) -> model -> pass -> record, for the speed passes, sorted.
-
-    Later runs win a case measured twice; ``only`` keeps those models.
-    """
-    groups: dict[tuple, dict[str, dict[str, Record]]] = defaultdict(lambda: defaultdict(dict))
-    for run in runs:
-        for rec in run.records.values():
-            if rec.pass_ in SPEED_PASSES and (not only or rec.model in only):
-                groups[rec.group][rec.model][rec.pass_] = rec
-    return dict(sorted(groups.items()))
-
-
-def _fmt_bytes(n) -> str:
-    if n is None:
-        return "n/a"
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.2f} MB"
 
 
 def _forward_memory(passes: dict[str, Record]) -> float | None:
@@ -82,7 +56,7 @@ def table_rows(models: dict[str, dict[str, Record]]) -> list[tuple[str, list[str
             (
                 f"{model}-{any_rec.device}",
                 ms
-                + [_fmt_bytes(_forward_memory(passes)), _fmt_bytes(_backward_memory(passes))]
+                + [fmt_bytes(_forward_memory(passes)), fmt_bytes(_backward_memory(passes))]
                 + [str(any_rec.info.get("params", "n/a")), str(any_rec.info.get("trainable_params", "n/a"))],
             )
         )
@@ -159,18 +133,6 @@ def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
     return ["fastkan-gaussian forward + backward: " + ", ".join(out)] if out else []
 
 
-def _text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> str:
     out = []
     for (config, device, dtype, mode), models in group_runs([run], only).items():
@@ -188,10 +150,10 @@ def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> s
             else "memory: forward = bytes saved for backward, backward = peak bytes allocated by the backward pass (both exact)"
         )
         if markdown:
-            out += [f"#### {title}", "", _md_table(header, rows), "", f"Times are medians; {mem}; {note}.", ""]
+            out += [f"#### {title}", "", md_table(header, rows), "", f"Times are medians; {mem}; {note}.", ""]
             out += [f"- {line}" for line in lines] + [""]
         else:
-            out += [title, _text_table(header, rows), f"times are medians; {mem}; {note}", *lines, ""]
+            out += [title, text_table(header, rows), f"times are medians; {mem}; {note}", *lines, ""]
     source = f"from {run.describe()}"
     out.insert(0, (f"_{source}_\n" if markdown else source + "\n"))
     return "\n".join(out)
@@ -283,7 +245,7 @@ def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None
         pct = lambda v, missing="n/a": missing if v is None else f"{v:+.1%}"  # noqa: E731
         time_cell = pct(c.time, f"no {normalize} case" if normalize else "n/a")
         rows.append([c.case, time_cell, pct(c.memory), pct(c.rmse, ""), " ".join(c.flags) or "ok"])
-    out.append(_text_table(["case", "time", "memory", "fit rmse", "verdict"], rows) if rows else "no case in common")
+    out.append(text_table(["case", "time", "memory", "fit rmse", "verdict"], rows) if rows else "no case in common")
     for name, only in (("A", set(a.records) - set(b.records)), ("B", set(b.records) - set(a.records))):
         if only:
             out.append(f"only in {name} ({len(only)}): " + ", ".join(sorted(only)))
@@ -323,6 +285,10 @@ def main(argv=None) -> int:
         from .bases import main as bases_main
 
         return bases_main(argv[1:])
+    if argv[:1] == ["leaderboard"]:
+        from .leaderboard import main as leaderboard_main
+
+        return leaderboard_main(argv[1:])
     args = parse_args(argv)
     try:
         if args.compare:
