@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .report import REGRESSED, compare
+from .compare import compare
+from .report import EXIT_REGRESSED
 from .runs import ReportError, load
 
 
@@ -21,17 +22,19 @@ def main(argv=None) -> int:
     p.add_argument("baseline", type=Path)
     p.add_argument("--normalize", metavar="MODEL", default=None)
     p.add_argument("--threshold", type=float, default=0.2)
+    p.add_argument("--verbose", action="store_true", help="also list the changes within noise")
     args = p.parse_args(argv)
     if not args.baseline.exists():
         print(f"perf.gate: no baseline at {args.baseline} yet; nothing to compare (a push to main saves one)")
         return 0
     try:
-        text, regressed = compare(load(args.baseline), load(args.current), args.threshold, args.normalize)
+        text, regressed = compare(load(args.baseline), load(args.current), args.threshold, args.normalize,
+                                  args.verbose)
     except ReportError as e:
         print(f"perf.gate: error: {e}", file=sys.stderr)
         return 2
     print(text)
-    return REGRESSED if regressed else 0
+    return EXIT_REGRESSED if regressed else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,9 @@ class Selection:
         if self.fit == "none" or "cpu" not in self.devices:
             return []
         table = models()
-        return [FitCase(m, t) for m in self.models if table[m].fit for t in TASKS]
+        # The far slower models (pykan) train only in the full setting: the default job stays short.
+        return [FitCase(m, t) for m in self.models if table[m].fit and (not table[m].small_only or self.fit == "full")
+                for t in TASKS]
 
     def device_kind(self) -> str:
         """Names the hardware the run's histories belong to; CPU and each GPU kind get their own folder."""
@@ -138,8 +141,32 @@ def pin_malloc() -> bool:
         return False
 
 
+def _given(config, option: str) -> bool:
+    return any(a == option or a.startswith(option + "=") for a in config.invocation_params.args)
+
+
+def readable_defaults(config) -> None:
+    """pytest-benchmark's display and saving defaults for this suite, where the command line sets none.
+
+    One table per configuration, device and pass (each case sets its group),
+    a few columns so a table fits 120 characters, each table in its own time
+    unit (fit cases in seconds), and every round's time kept in saved runs
+    (--benchmark-save-data), which the comparisons' intervals need.
+    """
+    option = config.option
+    if getattr(option, "benchmark_columns", "absent") is None:
+        option.benchmark_columns = ["median", "iqr", "rounds"]
+    if not _given(config, "--benchmark-name"):
+        option.benchmark_name = "short"
+    if getattr(option, "benchmark_time_unit", "absent") is None:
+        option.benchmark_time_unit = "auto"
+    if hasattr(option, "benchmark_save_data"):
+        option.benchmark_save_data = True
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    readable_defaults(config)
     selection = config._perf_selection = Selection(config)
     torch.set_num_threads(selection.threads)
     config._perf_malloc_pinned = pin_malloc()
@@ -219,6 +246,33 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         machine_info["perf_missing_models"] = {m: table[m].missing for m in selection.models if table[m].missing}
 
 
+def skip_summary(reports) -> list[str]:
+    """One line per reason a case was skipped, with a count: '96 CUDA cases skipped: no GPU'."""
+    counts: dict[tuple[str, str], int] = {}
+    for rep in reports:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        case = rep.nodeid.rsplit("[", 1)[-1].rstrip("]")
+        if "CUDA is not available" in reason:
+            key = ("CUDA", "no GPU on this machine (torch sees no CUDA device)")
+        else:
+            key = (case.split("/", 1)[0], reason)
+        counts[key] = counts.get(key, 0) + 1
+    lines = []
+    for (who, reason), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        head = f"{n} {who} case{'s' if n > 1 else ''} skipped: "
+        lines += textwrap.wrap(head + reason, 120, subsequent_indent="    ", break_on_hyphens=False)
+    return lines
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_benchmark_scale_unit(config, unit, benchmarks, best, worst, sort):
+    """Fit cases time a whole training: their tables read in seconds; None leaves the others to pytest-benchmark."""
+    fits = benchmarks and all((b.get("group") or "").startswith("fit-") for b in benchmarks)
+    no_unit_given = config is None or config.getoption("benchmark_time_unit", None) in (None, "auto")
+    return ("", 1.0) if unit == "seconds" and fits and no_unit_given else None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_terminal_summary(terminalreporter):
     # pytest-benchmark reports a regression by raising from this hook, which
@@ -226,6 +280,11 @@ def pytest_terminal_summary(terminalreporter):
     # normal ending: the summary line, and exit code 3.
     from pytest_benchmark.session import PerformanceRegression
 
+    lines = skip_summary(terminalreporter.stats.get("skipped", []))
+    if lines:
+        terminalreporter.section("why cases were skipped", sep="-")
+        for line in lines:
+            terminalreporter.write_line(line)
     try:
         return (yield)
     except PerformanceRegression:

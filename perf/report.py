@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
+from .compare import MEMORY_THRESHOLD, compare
 from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
-from .tables import SPEED_PASSES, fmt_bytes, group_runs, md_table, model_order, text_table
+from .tables import fmt_bytes, group_runs, md_table, model_order, text_table
 
-REGRESSED = 3
+EXIT_REGRESSED = 3
 COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
 
 
@@ -159,101 +158,6 @@ def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> s
     return "\n".join(out)
 
 
-# --- comparison -------------------------------------------------------------
-
-
-def _normalised(run: Run, reference: str | None) -> dict[str, float | None]:
-    """Each case's median, or its median over the reference model's for the same group and pass.
-
-    The reference measured inside the case, interleaved with its rounds
-    (``pytest perf --perf-reference=MODEL``), is preferred: the median of the
-    per-round ratios, else the ratio of medians; otherwise the reference
-    model's own case of the same run is used.
-    """
-    if reference is None:
-        return {cid: r.median_s for cid, r in run.records.items()}
-    refs = {(r.group, r.pass_): r.median_s for r in run.records.values() if r.model == reference}
-    out = {}
-    for cid, r in run.records.items():
-        if ratio := r.ratio_to(reference):
-            out[cid] = ratio
-        elif r.info.get("reference_model") == reference and r.info.get("reference_median_s"):
-            out[cid] = r.median_s / r.info["reference_median_s"]
-        elif r.model == reference:
-            out[cid] = 1.0
-        else:
-            ref = refs.get((r.group, r.pass_))
-            out[cid] = r.median_s / ref if ref else None
-    return out
-
-
-@dataclass
-class Change:
-    """How one case moved from run A to run B; ratios are B / A - 1, None where unmeasured."""
-
-    case: str
-    time: float | None
-    memory: float | None
-    rmse: float | None
-    threshold: float
-
-    @property
-    def flags(self) -> list[str]:
-        out = []
-        for value, worse, better in ((self.time, "SLOWER", "faster"), (self.memory, "BIGGER", "smaller"),
-                                     (self.rmse, "WORSE-FIT", "better-fit")):
-            if value is not None and value > self.threshold:
-                out.append(worse)
-            elif value is not None and value < -self.threshold:
-                out.append(better)
-        return out
-
-    @property
-    def regressed(self) -> bool:
-        return any(f.isupper() for f in self.flags)
-
-
-def _change(x: float | None, y: float | None) -> float | None:
-    return y / x - 1 if x and y else None
-
-
-def changes(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None) -> list[Change]:
-    """Per case present in both runs: change of (normalised) median time, of memory and of fit RMSE."""
-    time_a, time_b = _normalised(a, normalize), _normalised(b, normalize)
-    out = []
-    for cid in sorted(set(a.records) & set(b.records)):
-        ra, rb = a.records[cid], b.records[cid]
-        out.append(Change(cid, _change(time_a[cid], time_b[cid]), _change(ra.memory, rb.memory),
-                          _change(ra.info.get("rmse_mean"), rb.info.get("rmse_mean")), threshold))
-    return out
-
-
-def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None) -> tuple[str, bool]:
-    """Text of the per-case changes from run a to run b, and whether anything regressed."""
-    out = [f"A: {a.describe()}", f"B: {b.describe()}"]
-    for key in ("torch", "node", "cuda_device", "torch_threads"):
-        if a.machine_info.get(key) != b.machine_info.get(key):
-            out.append(
-                f"warning: {key} differs: {a.machine_info.get(key)!r} (A) vs {b.machine_info.get(key)!r} (B); "
-                "the runs may not be comparable"
-            )
-    what = f"median time / {normalize}'s" if normalize else "median time"
-    out.append(f"threshold {threshold:.0%} on {what}, on memory and on fit RMSE")
-    rows = []
-    found = changes(a, b, threshold, normalize)
-    for c in found:
-        pct = lambda v, missing="n/a": missing if v is None else f"{v:+.1%}"  # noqa: E731
-        time_cell = pct(c.time, f"no {normalize} case" if normalize else "n/a")
-        rows.append([c.case, time_cell, pct(c.memory), pct(c.rmse, ""), " ".join(c.flags) or "ok"])
-    out.append(text_table(["case", "time", "memory", "fit rmse", "verdict"], rows) if rows else "no case in common")
-    for name, only in (("A", set(a.records) - set(b.records)), ("B", set(b.records) - set(a.records))):
-        if only:
-            out.append(f"only in {name} ({len(only)}): " + ", ".join(sorted(only)))
-    n_bad = sum(c.regressed for c in found)
-    out.append(f"{n_bad} regression(s) beyond {threshold:.0%}" if n_bad else "no regression")
-    return "\n".join(out), bool(n_bad)
-
-
 # --- command line ------------------------------------------------------------
 
 
@@ -265,7 +169,10 @@ def parse_args(argv):
     p.add_argument("--models", default=None, help="comma-separated models to show (default: all measured)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="change of each case from run A to run B")
     p.add_argument("--threshold", type=float, default=0.10, help="relative change flagged by --compare (0.10 = 10%%)")
-    p.add_argument("--normalize", metavar="MODEL", help="compare each median divided by MODEL's in the same run")
+    p.add_argument("--normalize", metavar="MODEL", help="compare each case's time divided by MODEL's in the same run")
+    p.add_argument("--memory-threshold", type=float, default=MEMORY_THRESHOLD,
+                   help="relative memory growth flagged by --compare (default %(default)s; memory is exact)")
+    p.add_argument("--verbose", action="store_true", help="with --compare, also list the changes within noise")
     p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the figures into FILE (.png or .svg)")
     args = p.parse_args(argv)
     if args.threshold <= 0:
@@ -295,9 +202,9 @@ def main(argv=None) -> int:
             a, b = (load(resolve(spec, args.storage)) for spec in args.compare)
             if args.normalize and not any(r.model == args.normalize for r in (*a.records.values(), *b.records.values())):
                 raise ReportError(f"--normalize {args.normalize}: no such model in either run")
-            text, regressed = compare(a, b, args.threshold, args.normalize)
+            text, regressed = compare(a, b, args.threshold, args.normalize, args.verbose, args.memory_threshold)
             print(text)
-            return REGRESSED if regressed else 0
+            return EXIT_REGRESSED if regressed else 0
         runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
         only = [m.strip() for m in args.models.split(",")] if args.models else None
         measured = {r.model for run in runs for r in run.records.values()}

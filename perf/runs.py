@@ -28,6 +28,7 @@ class Record:
     mode: str
     median_s: float
     info: dict
+    rounds: tuple[float, ...] | None = None  # every round's time, where saved (--benchmark-save-data)
 
     @property
     def group(self) -> tuple[str, str, str, str]:
@@ -129,6 +130,7 @@ def load(path: Path) -> Run:
             mode=info.get("mode", "eager"),
             median_s=float(stats["median"]),
             info=info,
+            rounds=tuple(stats["data"]) if isinstance(stats.get("data"), list) and stats["data"] else None,
         )
         records[rec.id] = rec
     if not records:

@@ -29,6 +29,7 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
         import torch
 
         torch._dynamo.reset()  # each case pays, and records, its own compilation
+    benchmark.group = f"{case.config} {case.device} {case.pass_}"
     spec = models()[case.model]
     if spec.peer is None:
         setup = Setup(case)
@@ -87,4 +88,5 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
             reference_model=perf_reference,
             reference_median_s=statistics.median(reference_times[-len(data):] if data else reference_times),
             reference_ratio=statistics.median(paired) if paired else None,
+            reference_ratios=paired,  # every round's ratio: the comparisons bootstrap them
         )

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from fastkan import BSplineKAN, BSplineKANLinear, RadialBasis
-from fastkan.baselines import EFFICIENT_KAN_INSTALL, PYKAN_INSTALL, efficient_kan_model, pykan_model
+from fastkan.peers import PEERS
+
+EFFICIENT_KAN_INSTALL = PEERS["efficient-kan"].install
 
 
 def test_default_basis_equals_bspline_bumps_on_the_seed_grid():
@@ -79,13 +81,15 @@ def test_efficient_kan_same_seed_same_weights():
         torch.testing.assert_close(b, a, msg=n)
 
 
-def test_baselines_say_how_to_install(monkeypatch):
+def test_efficient_kan_says_how_to_install(monkeypatch):
     import sys
 
+    from fastkan import peers
+
+    peers._module.cache_clear()
     monkeypatch.setitem(sys.modules, "efficient_kan", None)  # None makes the import fail
-    monkeypatch.setitem(sys.modules, "kan", None)
-    with pytest.raises(ImportError, match="--no-deps git\\+https://github.com/Blealtan/efficient-kan"):
-        efficient_kan_model([2, 3, 1])
-    with pytest.raises(ImportError, match="pip install pykan"):
-        pykan_model([2, 3, 1])
-    assert "pip" in EFFICIENT_KAN_INSTALL and "pip" in PYKAN_INSTALL
+    try:
+        with pytest.raises(ImportError, match="--no-deps git\\+https://github.com/Blealtan/efficient-kan"):
+            PEERS["efficient-kan"].model([2, 3, 1])
+    finally:
+        peers._module.cache_clear()

@@ -31,7 +31,7 @@ def test_matrix_is_complete(suite):
     expected = set()
     for config, cfg in CONFIGS.items():
         for model, m in models().items():
-            if m.small_only and not cfg.pykan:
+            if m.small_only and not cfg.small:
                 continue
             for device in ("cpu", "cuda"):
                 for p in PASSES:
@@ -176,7 +176,7 @@ def test_fit_cases_cover_every_model_and_task(suite):
     suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
     result = suite.runpytest("--collect-only", "-q", "test_fitting.py")
     ids = {line.split("[", 1)[1].rstrip("]") for line in result.outlines if line.startswith("test_fitting.py::")}
-    expected = {f"{m}/fit-{t}/cpu/fit" for m, spec in models().items() if spec.fit for t in TASKS}
+    expected = {f"{m}/fit-{t}/cpu/fit" for m, spec in models().items() if spec.fit and not spec.small_only for t in TASKS}
     assert "plain-fastkan/fit-seed/cpu/fit" not in ids and "pykan/fit-seed/cpu/fit" not in ids
     assert ids == expected
     result = suite.runpytest("--collect-only", "-q", "test_fitting.py", "--perf-fit=none")

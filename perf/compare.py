@@ -1,0 +1,160 @@
+"""Two saved runs, case by case: what regressed, what improved, what is within noise.
+
+A time change counts only when its whole 95% interval (``perf.stats``,
+a bootstrap of the rounds) lies beyond the threshold: a change of +12%
+[-3%, +27%] is noise, +25% [+15%, +36%] at a 10% threshold a regression.
+Exact measurements (memory, fit RMSE, the gradient check) compare as they are.
+Runs saved without their rounds fall back to comparing medians, and say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .runs import Record, ReportError, Run
+from .stats import TooFewRounds, change, fmt_change, normalised_change
+from .tables import text_table
+
+REGRESSED, IMPROVED, NOISE = "regressed", "improved", "within noise"
+#: memory is exact, so any growth beyond allocator slack is real
+MEMORY_THRESHOLD = 0.02
+
+
+@dataclass
+class Change:
+    """One measurement of one case from run A to run B: B / A - 1, with its interval where timed."""
+
+    case: str
+    what: str  # time, memory, fit RMSE, gradients
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    verdict: str = NOISE
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.what == "gradients":
+            return self.note
+        text = "n/a" if self.value is None else fmt_change(self.value, self.low, self.high)
+        return text + (f" ({self.note})" if self.note else "")
+
+
+def _judge(value: float, low: float | None, high: float | None, threshold: float) -> str:
+    if low is None or high is None:  # no interval: the median rule
+        return REGRESSED if value > threshold else IMPROVED if value < -threshold else NOISE
+    return REGRESSED if low > threshold else IMPROVED if high < -threshold else NOISE
+
+
+def _rounds(rec: Record) -> tuple[float, ...] | None:
+    return rec.rounds or None
+
+
+def _reference(run: Run, rec: Record, model: str) -> Record | None:
+    return next((r for r in run.records.values()
+                 if r.model == model and r.group == rec.group and r.pass_ == rec.pass_), None)
+
+
+def time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, normalize: str | None) -> Change | None:
+    """The timed change of one case; None where time is not compared (the reference itself, fit cases)."""
+    if a.pass_ == "fit" or (normalize and a.model == normalize):
+        return None
+    try:
+        if normalize:
+            if a.info.get("reference_model") == normalize == b.info.get("reference_model"):
+                # The reference was timed before every round of the case (--perf-reference).
+                ra, rb = a.info.get("reference_ratios"), b.info.get("reference_ratios")
+                if ra and rb:
+                    est, low, high = change(ra, rb)
+                    return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold),
+                                  f"per-round ratio to {normalize}")
+                ratio = lambda r: r.ratio_to(normalize) or r.median_s / r.info["reference_median_s"]  # noqa: E731
+                est = ratio(b) / ratio(a) - 1
+                return Change(a.id, "time", est, verdict=_judge(est, None, None, threshold),
+                              note="medians only: no rounds saved")
+            ref_a, ref_b = _reference(a_run, a, normalize), _reference(b_run, b, normalize)
+            if ref_a is None or ref_b is None:
+                return Change(a.id, "time", None, verdict=NOISE, note=f"no {normalize} case to normalise by")
+            samples = [_rounds(r) for r in (a, ref_a, b, ref_b)]
+            if all(samples):
+                est, low, high = normalised_change(*samples)
+                return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold), f"over {normalize}'s")
+            est = (b.median_s / ref_b.median_s) / (a.median_s / ref_a.median_s) - 1
+        else:
+            if _rounds(a) and _rounds(b):
+                est, low, high = change(a.rounds, b.rounds)
+                return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold))
+            est = b.median_s / a.median_s - 1
+    except TooFewRounds as e:
+        raise ReportError(f"{a.id}: {e} (time more rounds: raise --perf-seconds)") from None
+    return Change(a.id, "time", est, verdict=_judge(est, None, None, threshold), note="medians only: no rounds saved")
+
+
+def exact_changes(a: Record, b: Record, threshold: float, memory_threshold: float) -> list[Change]:
+    out = []
+    if a.memory and b.memory:
+        v = b.memory / a.memory - 1
+        out.append(Change(a.id, "memory", v, verdict=_judge(v, None, None, memory_threshold)))
+    ra, rb = a.info.get("rmse_mean"), b.info.get("rmse_mean")
+    if ra and rb:
+        v = rb / ra - 1
+        out.append(Change(a.id, "fit RMSE", v, verdict=_judge(v, None, None, threshold)))
+    ga, gb = a.info.get("grad_ok"), b.info.get("grad_ok")
+    if ga is not None and gb is not None and ga != gb:
+        err = b.info.get("grad_rel_err")
+        out.append(Change(a.id, "gradients", None, verdict=REGRESSED if ga else IMPROVED,
+                          note=f"gradients turned WRONG (max rel err {err:.2g})" if ga else "gradients now ok"))
+    return out
+
+
+def changes(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None,
+            memory_threshold: float = MEMORY_THRESHOLD) -> list[Change]:
+    """Every measured change of every case present in both runs."""
+    common = sorted(set(a.records) & set(b.records))
+    if not common:
+        raise ReportError(f"{a.path} and {b.path} have no case in common")
+    out = []
+    for cid in common:
+        ra, rb = a.records[cid], b.records[cid]
+        t = time_change(a, b, ra, rb, threshold, normalize)
+        if t is not None:
+            out.append(t)
+        out.extend(exact_changes(ra, rb, threshold, memory_threshold))
+    return out
+
+
+def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None, verbose: bool = False,
+            memory_threshold: float = MEMORY_THRESHOLD) -> tuple[str, bool]:
+    """Text of the changes from run a to run b, and whether anything regressed."""
+    out = [f"A: {a.describe()}", f"B: {b.describe()}"]
+    for key in ("torch", "node", "cuda_device", "torch_threads"):
+        if a.machine_info.get(key) != b.machine_info.get(key):
+            out.append(f"warning: {key} differs: {a.machine_info.get(key)!r} (A) vs {b.machine_info.get(key)!r} (B); "
+                       "the runs may not be comparable")
+    found = changes(a, b, threshold, normalize, memory_threshold)
+    timed = [c for c in found if c.what == "time"]
+    if any(c.low is None and c.value is not None for c in timed):
+        out.append("note: some cases have no saved rounds (saved without --benchmark-save-data): their time is "
+                   "judged on medians alone, without an interval")
+    per = f" over {normalize}'s" if normalize else ""
+    out.append(f"rule: time{per} regressed or improved when its whole 95% interval lies beyond ±{threshold:.0%} "
+               f"(bootstrap of the rounds); memory beyond ±{memory_threshold:.0%}, fit RMSE beyond ±{threshold:.0%} "
+               "and the gradient check as measured")
+    for verdict in (REGRESSED, IMPROVED):
+        chosen = [c for c in found if c.verdict == verdict]
+        out.append(f"{verdict} ({len(chosen)})" + (":" if chosen else ""))
+        if chosen:
+            out.append(text_table(["case", "what", "change [95% interval]"], [[c.case, c.what, c.describe()] for c in chosen]))
+    noise = [c for c in found if c.verdict == NOISE]
+    out.append(f"within noise (not significant): {len(noise)} measurement(s)"
+               + ("" if verbose or not noise else "; --verbose lists them"))
+    if verbose and noise:
+        out.append(text_table(["case", "what", "change [95% interval]"], [[c.case, c.what, c.describe()] for c in noise]))
+    widest = max((c for c in timed if c.low is not None), key=lambda c: c.high - c.low, default=None)
+    if widest is not None:
+        out.append(f"widest interval: {widest.case} {widest.describe()}")
+    for name, only in (("A", set(a.records) - set(b.records)), ("B", set(b.records) - set(a.records))):
+        if only:
+            out.append(f"only in {name} ({len(only)}): " + ", ".join(sorted(only)))
+    n_bad = sum(c.verdict == REGRESSED for c in found)
+    out.append(f"{n_bad} regression(s)" if n_bad else "no regression")
+    return "\n".join(out), bool(n_bad)

@@ -1,0 +1,157 @@
+"""Comparisons of saved runs: intervals from the rounds, three kinds of change, exit codes; no timing involved."""
+
+import json
+
+import numpy as np
+import pytest
+
+from perf import stats
+from perf.gate import main as gate
+from perf.report import main
+from test_report import MACHINE, bench
+
+
+def rounds(median_ms, n=40, spread=0.05, seed=0, factor=1.0):
+    """Round times of a case: lognormal noise around a median, in seconds."""
+    g = np.random.default_rng(seed)
+    return list(median_ms * factor / 1e3 * np.exp(g.normal(0, spread, n)))
+
+
+def write(path, cases, machine=MACHINE, reference=None):
+    """cases: model -> {pass: round times (s)}; reference: model -> {pass: per-round ratios}."""
+    benches = []
+    for model, passes in cases.items():
+        for p, data in passes.items():
+            entry = bench(model, p, float(np.median(data)) * 1e3, saved=1000)
+            entry["stats"]["data"] = list(data)
+            entry["stats"]["rounds"] = len(data)
+            if reference and model in reference:
+                entry["extra_info"].update(reference_model="mlp", reference_ratios=reference[model][p],
+                                           reference_ratio=float(np.median(reference[model][p])))
+            benches.append(entry)
+    path.write_text(json.dumps({"machine_info": machine, "commit_info": {}, "benchmarks": benches,
+                                "datetime": "2026-11-29T00:00:00", "version": "5.3.1"}))
+    return path
+
+
+def field(seed, slower=1.0, noise=0.05):
+    return {m: {p: rounds(ms, seed=seed + 10 * k + j, spread=noise, factor=slower if m == "fastkan-gaussian" else 1.0)
+                for j, p in enumerate(("forward", "backward"))}
+            for k, (m, ms) in enumerate((("fastkan-gaussian", 2.0), ("bspline", 10.0), ("mlp", 1.0)))}
+
+
+def test_equal_distributions_are_not_flagged(tmp_path, capsys):
+    for seed in range(5):
+        a = write(tmp_path / "a.json", field(seed))
+        b = write(tmp_path / "b.json", field(seed + 100))
+        assert main(["--compare", str(a), str(b), "--threshold", "0.1"]) == 0
+        out = capsys.readouterr().out
+        assert "regressed (0)" in out and "improved (0)" in out and "no regression" in out
+        assert "within noise (not significant): 12 measurement(s); --verbose lists them"  # 6 times, 6 memories in out
+
+
+def test_a_shifted_distribution_is_flagged_with_its_interval(tmp_path, capsys):
+    a = write(tmp_path / "a.json", field(0))
+    b = write(tmp_path / "b.json", field(100, slower=1.3))
+    assert main(["--compare", str(a), str(b), "--threshold", "0.1"]) == 3
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("fastkan-gaussian/seed-300k/cpu/forward"))
+    est, low, high = (float(v.strip("[],%")) for v in line.split()[2:5])
+    assert 10 < low < est < high and 25 < est < 35
+    assert "regressed (2):" in out and "1 regression" not in out and "2 regression(s)" in out
+    # Faster the other way round: an improvement, not a regression.
+    assert main(["--compare", str(b), str(a), "--threshold", "0.1"]) == 0
+    assert "improved (2):" in capsys.readouterr().out
+
+
+def test_a_change_whose_interval_reaches_the_threshold_is_noise(tmp_path, capsys):
+    a = write(tmp_path / "a.json", field(0, noise=0.3))
+    b = write(tmp_path / "b.json", field(100, slower=1.15, noise=0.3))
+    assert main(["--compare", str(a), str(b), "--threshold", "0.1", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("fastkan-gaussian/seed-300k/cpu/forward"))
+    assert "[" in line  # listed with --verbose, with its interval
+    assert "widest interval:" in out
+
+
+def test_the_interval_covers_the_true_ratio():
+    covered = 0
+    for seed in range(100):
+        g = np.random.default_rng(seed)
+        a = np.exp(g.normal(0, 0.1, 30))
+        b = 1.2 * np.exp(g.normal(0, 0.1, 30))
+        _, low, high = stats.change(a, b, seed=seed)
+        covered += low <= 0.2 <= high
+    assert covered >= 90
+
+
+def test_normalised_comparison_uses_the_per_round_ratios(tmp_path, capsys):
+    ref = {"fastkan-gaussian": {"forward": list(np.exp(np.random.default_rng(1).normal(np.log(2), 0.02, 30))),
+                                "backward": list(np.exp(np.random.default_rng(2).normal(np.log(4), 0.02, 30)))}}
+    a = write(tmp_path / "a.json", field(0, noise=0.4), reference=ref)  # the machine was noisy, the ratio was not
+    slowed = {p: [r * 1.2 for r in v] for p, v in ref["fastkan-gaussian"].items()}
+    b = write(tmp_path / "b.json", field(100, noise=0.4), reference={"fastkan-gaussian": slowed})
+    assert main(["--compare", str(a), str(b), "--normalize", "mlp"]) == 3
+    out = capsys.readouterr().out
+    assert "per-round ratio to mlp" in out and "regressed (2):" in out
+    assert main(["--compare", str(a), str(b)]) == 0  # without normalising, the noise hides it
+
+
+def test_memory_and_gradients_compare_as_they_are(tmp_path, capsys):
+    a = write(tmp_path / "a.json", field(0))
+    data = json.loads(a.read_text())
+    for entry in data["benchmarks"]:
+        if entry["param"].startswith("bspline/"):
+            entry["extra_info"]["saved_bytes"] = 1100  # +10%
+        if entry["param"].startswith("mlp/"):
+            entry["extra_info"].update(grad_ok=False, grad_rel_err=0.5)
+        else:
+            entry["extra_info"].update(grad_ok=True, grad_rel_err=1e-9)
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(data))
+    for entry in data["benchmarks"]:
+        entry["extra_info"].update(grad_ok=True)
+        entry["extra_info"]["saved_bytes"] = 1000
+    a.write_text(json.dumps(data))
+    assert main(["--compare", str(a), str(b)]) == 3
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("bspline/seed-300k/cpu/forward "))
+    assert line.split()[1:] == ["memory", "+10.0%"]
+    assert "gradients turned WRONG (max rel err 0.5)" in out
+
+
+def test_runs_without_rounds_fall_back_to_medians_and_say_so(tmp_path, capsys):
+    from test_report import SEED, write_run
+
+    a = write_run(tmp_path / "a.json", SEED)
+    b = write_run(tmp_path / "b.json", dict(SEED, bspline=(20.0, 22.0, 8_000_000, 6_000_000)))
+    assert main(["--compare", str(a), str(b)]) == 3
+    out = capsys.readouterr().out
+    assert "judged on medians alone" in out and "+100.0% (medians only: no rounds saved)" in out
+
+
+def test_too_few_rounds_and_disjoint_runs_exit_2(tmp_path, capsys):
+    few = {"mlp": {"forward": rounds(1.0, n=3), "backward": rounds(1.0, n=3)}}
+    a = write(tmp_path / "a.json", few)
+    b = write(tmp_path / "b.json", few)
+    assert main(["--compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 round(s); an interval needs at least 5" in err
+    c = write(tmp_path / "c.json", {"bspline": {"forward": rounds(1.0)}})
+    assert main(["--compare", str(a), str(c)]) == 2
+    assert "no case in common" in capsys.readouterr().err
+
+
+def test_gate_uses_the_same_rule_and_exit_codes(tmp_path, capsys):
+    a = write(tmp_path / "a.json", field(0))
+    assert gate([str(write(tmp_path / "b.json", field(100))), str(a), "--threshold", "0.1"]) == 0
+    assert gate([str(write(tmp_path / "c.json", field(100, slower=1.5))), str(a), "--threshold", "0.1"]) == 3
+    assert gate([str(a), str(tmp_path / "missing.json")]) == 0  # no baseline yet
+    (tmp_path / "bad.json").write_text("{")
+    assert gate([str(tmp_path / "bad.json"), str(a)]) == 2
+
+
+def test_format_of_a_change():
+    assert stats.fmt_change(0.041, -0.02, 0.103) == "+4.1% [-2.0%, +10.3%]"
+    with pytest.raises(stats.TooFewRounds):
+        stats.change([1, 2], [1, 2, 3, 4, 5])

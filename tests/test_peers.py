@@ -1,0 +1,133 @@
+"""The peers' adapters: real import errors as hints, checkout loading that shadows nothing, the correctness column."""
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import fastkan
+from fastkan import peers
+from fastkan.peers import PEERS, PeerUnavailable
+from perf.gradcheck import TOLERANCE, check_model, gradient_error, verdict
+
+
+@pytest.fixture
+def fresh_peers(monkeypatch):
+    """Peers imported anew, and whatever they register removed afterwards."""
+    before = set(sys.modules)
+    peers._module.cache_clear()
+    yield
+    peers._module.cache_clear()
+    for name in set(sys.modules) - before:
+        if name.startswith(("_peer_", "fasterkan")):
+            del sys.modules[name]
+
+
+def test_every_peer_of_the_field_is_there():
+    assert set(PEERS) == {"efficient-kan", "fast-kan", "faster-kan", "pykan", "flashkan", "inkan", "chebykan"}
+    for peer in PEERS.values():
+        assert "pip install" in peer.install or "git clone" in peer.install
+
+
+def test_a_failing_import_shows_the_real_error_and_the_hint(fresh_peers, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kan", None)  # None makes `import kan` fail
+    why = PEERS["pykan"].missing()
+    assert why.startswith("pykan: import failed (ModuleNotFoundError") and "pip install pykan pyyaml pandas" in why
+    with pytest.raises(PeerUnavailable, match="import failed"):
+        PEERS["pykan"].model([2, 3, 1])
+
+
+def test_checkout_peers_name_their_variable(fresh_peers, monkeypatch):
+    monkeypatch.delenv("FAST_KAN_PATH", raising=False)
+    assert "FAST_KAN_PATH is not set" in PEERS["fast-kan"].missing()
+    monkeypatch.setenv("CHEBYKAN_PATH", "/nonexistent")
+    assert "no ChebyKANLayer.py there" in PEERS["chebykan"].missing()
+
+
+FAKE_FASTKAN = """
+import torch
+class FastKAN(torch.nn.Module):
+    def __init__(self, layers, num_grids=8):
+        super().__init__()
+        self.lin = torch.nn.Linear(layers[0], layers[-1])
+        self.num_grids = num_grids
+    def forward(self, x):
+        return self.lin(x)
+"""
+
+
+def test_checkout_peers_load_without_shadowing_ours_or_efficient_kan(fresh_peers, monkeypatch, tmp_path):
+    fast = tmp_path / "fast-kan"
+    (fast / "fastkan").mkdir(parents=True)
+    (fast / "fastkan" / "__init__.py").write_text("raise ImportError('the wrong fastkan was imported')")
+    (fast / "fastkan" / "fastkan.py").write_text(FAKE_FASTKAN)
+    faster = tmp_path / "faster-kan"
+    for folder in ("fasterkan", "fastkan", "efficient_kan"):
+        (faster / folder).mkdir(parents=True)
+        (faster / folder / "__init__.py").write_text("raise ImportError('shadowed')" if folder != "fasterkan" else
+                                                     "from fasterkan.layers import FasterKAN\n")
+    (faster / "fasterkan" / "layers.py").write_text(FAKE_FASTKAN.replace("FastKAN", "FasterKAN"))
+    monkeypatch.setenv("FAST_KAN_PATH", str(fast))
+    monkeypatch.setenv("FASTER_KAN_PATH", str(faster))
+    efficient_before = sys.modules.get("efficient_kan")
+    a = PEERS["fast-kan"].model([3, 4, 2], 6)
+    b = PEERS["faster-kan"].model([3, 4, 2], 6)
+    assert a.num_grids == 6 and b(torch.randn(5, 3)).shape == (5, 2)
+    assert sys.modules["fastkan"] is fastkan and fastkan.FastKAN.__module__ == "fastkan.layer"
+    assert sys.modules.get("efficient_kan") is efficient_before
+    assert str(fast) not in sys.path and str(faster) not in sys.path
+
+
+def test_peers_refuse_too_few_basis_functions():
+    with pytest.raises(ValueError, match="at least 4 basis functions"):
+        PEERS["flashkan"].model([2, 3, 1], 3)
+
+
+def test_pykan_moves_without_a_dtype_argument():
+    calls = []
+
+    class OneArgTo(nn.Module):
+        def to(self, device):  # MultKAN's signature
+            calls.append(device)
+            return self
+
+    assert PEERS["pykan"].move(OneArgTo(), torch.device("cpu"), torch.float32) is not None and calls
+    with pytest.raises(ValueError, match="float32 only"):
+        PEERS["pykan"].move(OneArgTo(), torch.device("cpu"), torch.bfloat16)
+
+
+class _Halved(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 1.0
+
+    @staticmethod
+    def backward(ctx, g):
+        return 0.5 * g  # faster-kan's kind of mistake
+
+
+class _WrongModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.lin(torch.tanh(_Halved.apply(x)))
+
+
+def test_a_planted_half_gradient_is_flagged():
+    torch.manual_seed(0)
+    model = _WrongModel().double()
+    err, where = gradient_error(model, torch.randn(4, 3, dtype=torch.float64))
+    assert where == "input" and 0.4 < err < 0.6
+    assert verdict(err).startswith("WRONG (max rel err 0.5")
+    good = nn.Sequential(nn.Linear(3, 2), nn.Tanh()).double()
+    assert gradient_error(good, torch.randn(4, 3, dtype=torch.float64))[0] < TOLERANCE
+
+
+@pytest.mark.parametrize("model", ["fastkan-gaussian", "fastkan-rswaf", "fastkan-bspline", "fastkan-hat",
+                                   "lean-fastkan", "plain-fastkan", "bspline", "mlp"])
+def test_our_models_pass_the_correctness_column(model):
+    info = check_model(model)
+    assert info["grad_ok"] is True and info["grad_rel_err"] < TOLERANCE, info
