@@ -96,20 +96,24 @@ def front(points):
 
 
 def plot(points, path: Path) -> Path:
-    from .plots import pyplot, save_figure
+    from .plots import log_axis, pyplot, save_figure
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name, t, e in points:
-        ax.scatter(t, e, color="tab:blue" if name.startswith("fastkan-") else "tab:gray")
-        ax.annotate(name.replace("fastkan-", ""), (t, e), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig.suptitle("speed against accuracy of each basis (lower left is better)")
+    markers = "osD^vP*Xh<>p"
+    # One marker per model in a legend beside the axes: labels written next to points overlap.
+    for k, (name, t, e) in enumerate(sorted(points, key=lambda p: p[1])):
+        ax.scatter(t, e, marker=markers[k % len(markers)], s=45, color=plt.cm.tab20(k % 20), label=name,
+                   edgecolors="black" if name.startswith("fastkan-") else "none", linewidths=0.6)
     f = front(points)
-    ax.plot([p[1] for p in f], [p[2] for p in f], color="tab:red", label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("forward + backward time, relative to gaussian")
-    ax.set_ylabel("fit RMSE (geometric mean over tasks), relative to gaussian")
-    ax.legend()
+    ax.plot([p[1] for p in f], [p[2] for p in f], color="tab:red", linewidth=1, label="Pareto front")
+    log_axis(ax, "x")
+    log_axis(ax, "y")
+    ax.set_xlabel("forward + backward time, relative to fastkan-gaussian (log scale)")
+    ax.set_ylabel("fit RMSE relative to fastkan-gaussian\n(geometric mean over tasks, log scale)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="model (fastest first)",
+              title_fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(plt, fig, path)
     return path

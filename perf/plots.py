@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .tables import group_runs, model_order
+from .tables import group_runs
 from .runs import ReportError, Run
 
 
@@ -37,26 +37,29 @@ def _label(group) -> str:
     return f"{config} / {device}{extra}"
 
 
-def _grid(plt, n: int, title: str):
+def _grid(plt, n: int, title: str, height: float = 3.6):
     cols = min(2, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, height * rows + 0.8), squeeze=False)
     fig.suptitle(title)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)
 
 
-def _bars(ax, names: list[str], series: list[tuple[str, list[float]]], title: str) -> None:
-    """Grouped bars, one group per model, one bar per series, on a log scale."""
-    width = 0.8 / max(1, len(series))
-    for k, (label, ys) in enumerate(series):
-        ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(names))], ys, width, label=label)
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xticks(range(len(names)), [n.replace("fastkan-", "fk-") for n in names], rotation=60, ha="right",
-                  fontsize=7)
-    ax.legend(fontsize=6)
+def _hbars(ax, names: list[str], series: list[tuple[str, list[float | None]]], xlabel: str) -> None:
+    """Horizontal grouped bars, one row per model (full names), sorted by the sum of the series, smallest on top."""
+    keyed = sorted(range(len(names)), key=lambda i: sum(v[i] or 0.0 for _, v in series))
+    names = [names[i] for i in keyed]
+    height = 0.8 / max(1, len(series))
+    for k, (label, values) in enumerate(series):
+        values = [values[i] for i in keyed]
+        ys = [len(names) - 1 - i - (k - (len(series) - 1) / 2) * height for i in range(len(names))]
+        ax.barh(ys, [v or 0.0 for v in values], height, label=label)
+    ax.set_yticks(range(len(names)), names[::-1], fontsize=7)
+    ax.set_xlabel(xlabel)
+    log_axis(ax, "x")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def save_figure(plt, fig, path: Path, top: float = 0.95) -> None:
@@ -66,32 +69,35 @@ def save_figure(plt, fig, path: Path, top: float = 0.95) -> None:
     plt.close(fig)
 
 
+def _height(groups) -> float:
+    return 0.6 + 0.22 * max(len(models) for models in groups.values())
+
+
 def plot_times(plt, groups, path: Path) -> None:
-    fig, axes = _grid(plt, len(groups), "median time per pass (log scale)")
+    fig, axes = _grid(plt, len(groups), "median time per pass (lower is better)", _height(groups))
     for ax, (group, models) in zip(axes, groups.items()):
-        names = sorted(models, key=model_order)
-        series = [(p, [models[m][p].median_s * 1e3 if p in models[m] else 0 for m in names])
+        names = list(models)
+        series = [(p, [models[m][p].median_s * 1e3 if p in models[m] else None for m in names])
                   for p in ("forward", "backward")]
-        _bars(ax, names, series, _label(group))
-        ax.set_ylabel("ms")
+        _hbars(ax, names, series, "time per pass, ms (log scale)")
+        ax.set_title(_label(group), fontsize=10)
     save_figure(plt, fig, path)
 
 
 def plot_ratios(plt, groups, path: Path) -> None:
-    fig, axes = _grid(plt, len(groups), "FastKAN: speed-up over the B-spline KAN, slow-down against the MLP")
+    fig, axes = _grid(plt, len(groups), "time relative to the parameter-matched MLP (lower is better; 1 = as fast)",
+                      _height(groups))
     for ax, (group, models) in zip(axes, groups.items()):
-        ref = "efficient-kan" if "efficient-kan" in models else "bspline"
-        names = sorted(m for m in models if m.startswith("fastkan-"))
-        series = []
-        for p in ("forward", "backward"):
-            if ref in models and p in models[ref]:
-                series.append((f"{p}: x faster than {ref}", [models[ref][p].median_s / models[m][p].median_s
-                                                             if p in models[m] else 0 for m in names]))
-            if "mlp" in models and p in models["mlp"]:
-                series.append((f"{p}: x slower than mlp", [models[m][p].median_s / models["mlp"][p].median_s
-                                                           if p in models[m] else 0 for m in names]))
-        _bars(ax, names, series, _label(group))
-        ax.axhline(1.0, color="black", linewidth=0.8)
+        if "mlp" not in models:
+            ax.set_visible(False)
+            continue
+        names = [m for m in models if m != "mlp"]
+        series = [(p, [models[m][p].median_s / models["mlp"][p].median_s
+                       if p in models[m] and p in models["mlp"] else None for m in names])
+                  for p in ("forward", "backward")]
+        _hbars(ax, names, series, "time / MLP's time (log scale)")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(_label(group), fontsize=10)
     save_figure(plt, fig, path)
 
 
@@ -104,7 +110,9 @@ def plot_sweeps(plt, groups, path: Path) -> bool:
             sweeps.setdefault((m.group(1), device), []).append((int(m.group(2)), models))
     if not sweeps:
         return False
-    fig, axes = plt.subplots(2, len(sweeps), figsize=(6 * len(sweeps), 7), squeeze=False)
+    from matplotlib.ticker import FuncFormatter
+
+    fig, axes = plt.subplots(2, len(sweeps), figsize=(7.5 * len(sweeps), 7), squeeze=False)
     for col, ((kind, device), points) in enumerate(sorted(sweeps.items())):
         points.sort(key=lambda t: t[0])
         names = sorted({n for _, models in points for n in models if not n.startswith("fastkan-") or n == "fastkan-gaussian"})
@@ -121,11 +129,12 @@ def plot_sweeps(plt, groups, path: Path) -> bool:
         for row, ylabel in ((0, "forward + backward, ms"), (1, "saved for backward, MB")):
             ax = axes[row][col]
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            log_axis(ax, "y")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
+            ax.set_ylabel(ylabel + " (lower is better)")
             ax.set_title(f"{kind} sweep on {device}")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     save_figure(plt, fig, path)
     return True
 

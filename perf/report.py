@@ -18,19 +18,41 @@ from pathlib import Path
 
 from .compare import MEMORY_THRESHOLD, compare
 from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
+from .stats import TooFewRounds, bootstrap
 from .tables import fmt_bytes, group_runs, md_table, model_order, text_table
 
 EXIT_REGRESSED = 3
 COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
 
 
-def ratio_phrase(value: float | None, other: float | None, better: str, worse: str, name: str) -> str:
-    """'4.99x faster than efficient-kan' (value smaller than other) or '2.23x slower than mlp'."""
+def ratio_phrase(value: float | None, other: float | None, better: str, worse: str, name: str,
+                 interval: tuple[float, float] | None = None) -> str:
+    """'4.99x faster than efficient-kan' (value smaller than other) or '2.23x slower than mlp'.
+
+    ``interval``: the 95% interval of value / other, shown in the phrase's own direction.
+    """
     if not value or not other:
         return f"not comparable with {name} (no measurement)"
     if value <= other:
-        return f"{other / value:.2f}x {better} than {name}"
-    return f"{value / other:.2f}x {worse} than {name}"
+        text = f"{other / value:.2f}x"
+        if interval:
+            text += f" [{1 / interval[1]:.2f}x, {1 / interval[0]:.2f}x]"
+        return f"{text} {better} than {name}"
+    text = f"{value / other:.2f}x"
+    if interval:
+        text += f" [{interval[0]:.2f}x, {interval[1]:.2f}x]"
+    return f"{text} {worse} than {name}"
+
+
+def time_ratio(a: Record | None, b: Record | None) -> tuple[float, float] | None:
+    """95% interval of median(a) / median(b) from both cases' rounds, where both were saved."""
+    if a is None or b is None or not a.rounds or not b.rounds:
+        return None
+    try:
+        _, low, high = bootstrap([a.rounds, b.rounds], lambda ma, mb: ma / mb)
+    except TooFewRounds:
+        return None
+    return low, high
 
 
 def _forward_memory(passes: dict[str, Record]) -> float | None:
@@ -62,26 +84,62 @@ def table_rows(models: dict[str, dict[str, Record]]) -> list[tuple[str, list[str
     return rows
 
 
-def claims(models: dict[str, dict[str, Record]]) -> tuple[str, list[str]]:
-    """The seed's sentences for every FastKAN model of a group, and which reference they use."""
+def claims(models: dict[str, dict[str, Record]], verbose: bool = False) -> tuple[str, list[str]]:
+    """The seed's sentences (the default FastKAN; every basis with ``verbose``) and which reference they use."""
     ref = "efficient-kan" if "efficient-kan" in models else "bspline"
     note = f"reference KAN: {ref}" + ("" if ref == "efficient-kan" else " (efficient-kan was not measured)")
     lines = []
     metrics = (
-        ("forward speed", lambda p: p["forward"].median_s if "forward" in p else None, "faster", "slower"),
-        ("backward speed", lambda p: p["backward"].median_s if "backward" in p else None, "faster", "slower"),
-        ("forward memory", _forward_memory, "smaller", "bigger"),
-        ("backward memory", _backward_memory, "smaller", "bigger"),
+        ("forward speed", "forward", lambda p: p["forward"].median_s if "forward" in p else None, "faster", "slower"),
+        ("backward speed", "backward", lambda p: p["backward"].median_s if "backward" in p else None, "faster", "slower"),
+        ("forward memory", None, _forward_memory, "smaller", "bigger"),
+        ("backward memory", None, _backward_memory, "smaller", "bigger"),
     )
-    for model in sorted(m for m in models if m.startswith("fastkan-")):
-        for label, get, better, worse in metrics:
+    chosen = sorted(m for m in models if m.startswith("fastkan-")) if verbose else \
+        [m for m in ("fastkan-gaussian",) if m in models]
+    for model in chosen:
+        for label, pass_, get, better, worse in metrics:
             value = get(models[model])
-            vs_ref = ratio_phrase(value, get(models[ref]) if ref in models else None, better, worse, ref)
-            vs_mlp = ratio_phrase(value, get(models["mlp"]) if "mlp" in models else None, better, worse, "mlp")
-            lines.append(f"{model} is {vs_ref} and {vs_mlp} in {label}")
+            phrases = []
+            for other in (ref, "mlp"):
+                interval = time_ratio(models[model].get(pass_), models.get(other, {}).get(pass_)) if pass_ else None
+                phrases.append(ratio_phrase(value, get(models[other]) if other in models else None, better, worse,
+                                            other, interval))
+            lines.append(f"{model} is {phrases[0]} and {phrases[1]} in {label}")
     lines.extend(totals(models, ref))
     lines.extend(interleaved(models))
     return note, lines
+
+
+def compact(models: dict[str, dict[str, Record]]) -> tuple[list[str], list[list[str]]]:
+    """Every other FastKAN model in one table: its time relative to the reference KAN and the MLP (lower is better)."""
+    ref = "efficient-kan" if "efficient-kan" in models else "bspline"
+    others = [m for m in sorted(models, key=model_order)
+              if m != "fastkan-gaussian" and (m.startswith("fastkan-") or m in ("lean-fastkan", "plain-fastkan"))]
+    header = ["model", f"fwd / {ref}", f"bwd / {ref}", "fwd / mlp", "bwd / mlp", "saved / mlp"]
+    rows = []
+    for m in others:
+        cells = [m]
+        for other in (ref, "mlp"):
+            for p in ("forward", "backward"):
+                a, b = models[m].get(p), models.get(other, {}).get(p)
+                cells.append(f"{a.median_s / b.median_s:.2f}" if a and b else "n/a")
+        saved, mlp_saved = _forward_memory(models[m]), _forward_memory(models.get("mlp", {}))
+        cells.append(f"{saved / mlp_saved:.2f}" if saved and mlp_saved else "n/a")
+        rows.append(cells)
+    return header, rows
+
+
+def explanations(models: dict[str, dict[str, Record]]) -> list[str]:
+    """Rows a reader would stop at, explained once under the table."""
+    out = []
+    quick_back = [m for m, p in sorted(models.items()) if {"forward", "backward"} <= set(p) and m != "mlp"
+                  and p["backward"].median_s < p["forward"].median_s]
+    if quick_back:
+        out.append(f"{', '.join(quick_back)}: backward shorter than forward, because the forward pass builds the "
+                   "(batch, in, basis) tensor and keeps it for backward (their forward memory column); FastKAN "
+                   "keeps only its inputs and rebuilds the basis in backward")
+    return out
 
 
 def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
@@ -90,6 +148,7 @@ def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
     With both passes timed against the same model, also their sum: the
     reference's time is estimated pass by pass as the model's median over the
     pass' ratio, so the sum weighs each ratio by the model's own time.
+    Intervals come from the per-round ratios, where the run kept them.
     """
     out = []
     for model in sorted(models):
@@ -98,16 +157,30 @@ def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
             other = rec.info.get("reference_model")
             ratio = rec.ratio_to(other) if other else None
             if ratio:
-                per_pass[p] = (ratio, other, rec.median_s)
-                out.append(f"{model} {p}: {ratio:.3f}x the time of {other}, timed round by round "
+                rounds = rec.info.get("reference_ratios") or []
+                per_pass[p] = (ratio, other, rec.median_s, rounds)
+                interval = _interval([rounds], lambda m: m)
+                out.append(f"{model} {p}: {ratio:.3f}x{interval} the time of {other}, timed round by round "
                            f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
         both = [per_pass.get(p) for p in ("forward", "backward")]
         if all(both) and both[0][1] == both[1][1]:
             other = both[0][1]
-            ratio = sum(t for _, _, t in both) / sum(t / r for r, _, t in both)
-            out.append(f"{model} forward + backward: {ratio:.3f}x the time of {other}, timed round by round "
+            (rf, _, tf, sf), (rb, _, tb, sb) = both
+            ratio = (tf + tb) / (tf / rf + tb / rb)
+            interval = _interval([sf, sb], lambda mf, mb: (tf + tb) / (tf / mf + tb / mb))
+            out.append(f"{model} forward + backward: {ratio:.3f}x{interval} the time of {other}, timed round by round "
                        f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
     return out
+
+
+def _interval(samples, statistic) -> str:
+    if not all(samples):
+        return ""
+    try:
+        _, low, high = bootstrap(samples, statistic)
+    except TooFewRounds:
+        return ""
+    return f" [{low:.3f}x, {high:.3f}x]"
 
 
 def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
@@ -128,11 +201,11 @@ def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
     saved = fk["forward"].info.get("saved_bytes")
     mlp_saved = models.get("mlp", {}).get("forward")
     if saved is not None and mlp_saved is not None and mlp_saved.info.get("saved_bytes"):
-        out.append(f"saves {saved / mlp_saved.info['saved_bytes']:.2f}x the mlp's bytes for backward")
+        out.append(f"keeps {saved / mlp_saved.info['saved_bytes']:.2f}x the mlp's bytes for backward")
     return ["fastkan-gaussian forward + backward: " + ", ".join(out)] if out else []
 
 
-def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> str:
+def render(run: Run, markdown: bool = False, only: list[str] | None = None, verbose: bool = False) -> str:
     out = []
     for (config, device, dtype, mode), models in group_runs([run], only).items():
         any_rec = next(iter(next(iter(models.values())).values()))
@@ -142,17 +215,25 @@ def render(run: Run, markdown: bool = False, only: list[str] | None = None) -> s
         )
         header = ["", *COLUMNS]
         rows = [[name, *cells] for name, cells in table_rows(models)]
-        note, lines = claims(models)
+        note, lines = claims(models, verbose)
         mem = (
             "memory: CUDA peak max_memory_allocated of each phase"
             if device == "cuda"
             else "memory: forward = bytes saved for backward, backward = peak bytes allocated by the backward pass (both exact)"
         )
+        why = explanations(models)
+        c_header, c_rows = compact(models) if not verbose else ([], [])
+        c_title = "time relative to the reference KAN and the MLP (lower is better; --verbose for sentences):"
         if markdown:
             out += [f"#### {title}", "", md_table(header, rows), "", f"Times are medians; {mem}; {note}.", ""]
-            out += [f"- {line}" for line in lines] + [""]
+            out += [f"- {line}" for line in [*why, *lines]] + [""]
+            if c_rows:
+                out += [c_title, "", md_table(c_header, c_rows), ""]
         else:
-            out += [title, text_table(header, rows), f"times are medians; {mem}; {note}", *lines, ""]
+            out += [title, text_table(header, rows), f"times are medians; {mem}; {note}", *why, *lines]
+            if c_rows:
+                out += [c_title, text_table(c_header, c_rows)]
+            out.append("")
     source = f"from {run.describe()}"
     out.insert(0, (f"_{source}_\n" if markdown else source + "\n"))
     return "\n".join(out)
@@ -172,7 +253,8 @@ def parse_args(argv):
     p.add_argument("--normalize", metavar="MODEL", help="compare each case's time divided by MODEL's in the same run")
     p.add_argument("--memory-threshold", type=float, default=MEMORY_THRESHOLD,
                    help="relative memory growth flagged by --compare (default %(default)s; memory is exact)")
-    p.add_argument("--verbose", action="store_true", help="with --compare, also list the changes within noise")
+    p.add_argument("--verbose", action="store_true",
+                   help="the seed's sentences for every basis; with --compare, also the changes within noise")
     p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the figures into FILE (.png or .svg)")
     args = p.parse_args(argv)
     if args.threshold <= 0:
@@ -216,7 +298,7 @@ def main(argv=None) -> int:
 
             files = plot_runs(runs, args.plot, only)
         for run in runs:
-            print(render(run, markdown=args.markdown, only=only))
+            print(render(run, markdown=args.markdown, only=only, verbose=args.verbose))
         if args.plot is not None:
             print("figures: " + ", ".join(str(f) for f in files))
         return 0

@@ -10,6 +10,11 @@ from perf.cases import CONFIGS, PASSES, Setup, Case, models
 
 pytest_plugins = ["pytester"]
 
+# Import every peer (and with flashkan and inkan, torch.compile and Triton) before any in-process
+# pytester run: pytester unloads the modules a run imported, and a native extension such as
+# Triton's aborts the process when it is imported a second time.
+models()
+
 
 # Runs that execute cases go to a subprocess: torch registers operator
 # libraries on first use, and pytester's in-process runs unload and reload them.
