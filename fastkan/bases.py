@@ -25,7 +25,7 @@ DERIVATIVES: dict[str, DerivativeFn] = {}
 #: name -> ``k`` with ``basis(d) == k(-d**2)``, free to overwrite its argument.
 #: Optional: the fused path then gets ``-d**2`` in one matrix product.
 OF_NEG_SQUARE: dict[str, BasisFn] = {}
-#: name -> ``k'(t)`` given ``phi = k(t)``, free to overwrite ``phi``.
+#: name -> ``k'(t)`` given ``phi = k(t)``; must leave ``phi`` as it is (it may be the basis kept for backward).
 #: Optional, with ``of_neg_square``: the fused backward then needs no pass over ``d``.
 OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
 
@@ -159,7 +159,7 @@ def rswaf(d: Tensor) -> Tensor:
     "inverse-quadratic",
     derivative=lambda d, phi: (phi * phi).mul_(d).mul_(-2.0),
     of_neg_square=lambda t: torch.rsub(t, 1.0).reciprocal_(),
-    of_neg_square_derivative=lambda phi: phi.mul_(phi),
+    of_neg_square_derivative=lambda phi: phi * phi,
 )
 def inverse_quadratic(d: Tensor) -> Tensor:
     """Cauchy bump ``1 / (1 + d**2)``: heavy tails, no transcendental function."""

@@ -19,6 +19,16 @@ from torch import Tensor
 # 1.6x the time of 2**20, since every small operation pays the threads' start.
 BLOCK_ELEMENTS = 1 << 18
 
+# Below this many bytes of basis values per layer call, forward keeps the basis for backward
+# instead of rebuilding it there: at mnist's sizes rebuilding cost more time than the bytes
+# are worth. Set it to 0 to always recompute (least memory), or pass keep_basis_bytes to a layer.
+KEEP_BASIS_BYTES = 2 << 20
+
+# At or below this many basis values per layer call (batch x inputs x centres), the layer
+# evaluates the plain composition: its few operations cost less than the fused path's fixed
+# set-up. Measured on this project's CPU sweeps; 0 always takes the fused path.
+PLAIN_ELEMENTS = 1 << 15
+
 # torch.compiler.is_compiling is new in torch 2.3; with older versions a
 # compiled layer breaks its graph at the clamp bound and the thread count (still correct).
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
@@ -80,13 +90,17 @@ class _Distances:
         self.y = torch.stack(cols)  # (rows, G)
         self.out = u.new_empty(self.n * step, self.y.shape[1])
 
+    def values(self, a: int, b: int) -> Tensor:
+        """v = u - centre (clamped) of inputs a..b, as (N, block); valid until the next call."""
+        v = self.xt[-2, : self.n * (b - a)].view(self.n, b - a)
+        torch.sub(self.u[:, a:b], self.centre, out=v)
+        return v.clamp_(-self.far, self.far)
+
     def block(self, a: int, b: int) -> tuple[Tensor, Tensor]:
         """(d or -d**2 as (N, block * G), v as (N, block)) of inputs a..b; both valid until the next call."""
         rows = self.n * (b - a)
         xt = self.xt[:, :rows]
-        v = xt[-2].view(self.n, b - a)
-        torch.sub(self.u[:, a:b], self.centre, out=v)
-        v.clamp_(-self.far, self.far)
+        v = self.values(a, b)
         if self.neg_square:
             torch.mul(v, v, out=xt[0].view(self.n, b - a))
         out = torch.mm(xt.t(), self.y, out=self.out[:rows])
@@ -95,18 +109,25 @@ class _Distances:
 
 class _FusedSpline(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis) -> Tensor:
+    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis, keep_bytes: int) -> Tensor:
         n, in_dim = u.shape
         g = grid.numel()
-        step = _step(n, in_dim, g)
+        # A kept basis is built in one block: it is stored whole anyway.
+        keep = n * in_dim * g * u.element_size() <= keep_bytes
+        step = in_dim if keep else _step(n, in_dim, g)
         neg_square = _neg_square(basis, u)
         dist = _Distances(u, grid, h, step, neg_square)
         fn = basis.of_neg_square if neg_square else basis.fn
-        out = u.new_zeros(n, weight.shape[0])
-        for a, b in _blocks(in_dim, step):
-            out.addmm_(fn(dist.block(a, b)[0]), weight[:, a * g : b * g].t())
+        if keep:
+            phi = fn(dist.block(0, in_dim)[0])
+            out = phi @ weight.t()
+        else:
+            phi = None
+            out = u.new_zeros(n, weight.shape[0])
+            for a, b in _blocks(in_dim, step):
+                out.addmm_(fn(dist.block(a, b)[0]), weight[:, a * g : b * g].t())
         ctx.basis = basis
-        ctx.save_for_backward(u, grid, h, weight)
+        ctx.save_for_backward(u, grid, h, weight, phi)
         return out
 
     @staticmethod
@@ -117,13 +138,13 @@ class _FusedSpline(torch.autograd.Function):
                 "the fused FastKAN spline path has no double backward (create_graph=True); "
                 "build the layer with fused=False for higher derivatives"
             )
-        u, grid, h, weight = ctx.saved_tensors
+        u, grid, h, weight, phi = ctx.saved_tensors
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis
         if not (need_grid or need_h) and basis.of_neg_square_derivative is not None and _neg_square(basis, u):
-            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w)
-            return grad_u, None, None, grad_w, None
-        return (*_backward(u, grid, h, weight, grad_out, basis, ctx.needs_input_grad), None)
+            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, phi)
+            return grad_u, None, None, grad_w, None, None
+        return (*_backward(u, grid, h, weight, grad_out, basis, ctx.needs_input_grad, phi), None, None)
 
 
 def _neg_square(basis, u: Tensor) -> bool:
@@ -143,7 +164,10 @@ class _WeightGrad:
         self.phis = u.new_empty(u.shape[0], weight.shape[1]) if u.shape[0] <= weight.shape[0] else None
 
     def add(self, cols: slice, phi: Tensor) -> None:
-        if self.phis is not None:
+        if phi.shape[1] == self.grad_w.shape[1]:  # the whole basis at once
+            torch.mm(self.grad_out.t(), phi, out=self.grad_w)
+            self.phis = None
+        elif self.phis is not None:
             self.phis[:, cols] = phi
         else:
             self.grad_w[:, cols] = self.grad_out.t() @ phi
@@ -154,7 +178,7 @@ class _WeightGrad:
         return self.grad_w
 
 
-def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w):
+def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, kept=None):
     """Backward for ``phi = k(-d**2)`` with a frozen grid and width.
 
     dL/du = sum over centres of P * k'(-d**2) * -2 (v - c) / h**2, with P the
@@ -165,7 +189,7 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w):
     """
     n, in_dim = u.shape
     g = grid.numel()
-    step = _step(n, in_dim, g)
+    step = in_dim if kept is not None else _step(n, in_dim, g)
     dist = _Distances(u, grid, h, step, neg_square=True)
     single = weight.shape[0] == 1  # grad_out is then applied after the sum over centres
     sums = torch.stack([torch.ones_like(dist.c), -dist.c], dim=1) * (-2.0 * dist.inv_h * dist.inv_h)  # (G, 2)
@@ -173,27 +197,32 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w):
     grad_w = _WeightGrad(u, weight, grad_out) if need_w else None
     for a, b in _blocks(in_dim, step):
         cols = slice(a * g, b * g)
-        t, v = dist.block(a, b)
-        phi = basis.of_neg_square(t)
+        if kept is not None:
+            phi, v = kept, dist.values(a, b)
+        else:
+            t, v = dist.block(a, b)
+            phi = basis.of_neg_square(t)
         if grad_w is not None:
             grad_w.add(cols, phi)
         if not need_u:
             continue
-        q = basis.of_neg_square_derivative(phi)  # may overwrite phi
-        q.mul_(weight[:, cols] if single else grad_out @ weight[:, cols])
+        if single:
+            q = basis.of_neg_square_derivative(phi) * weight[:, cols]
+        else:
+            q = (grad_out @ weight[:, cols]).mul_(basis.of_neg_square_derivative(phi))
         s12 = torch.mm(q.view(-1, g), sums)  # (N * block, 2)
         gu = torch.addcmul(s12[:, 1], v.reshape(-1), s12[:, 0]).view(n, b - a)
         grad_u[:, a:b] = gu.mul_(grad_out) if single else gu
     return grad_u, grad_w.result() if grad_w is not None else None
 
 
-def _backward(u, grid, h, weight, grad_out, basis, needs):
+def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
     """Backward for any basis, by its registered derivative of d or else by autograd on each block."""
     n, in_dim = u.shape
     g = grid.numel()
     need_u, need_grid, need_h, need_w = needs[:4]
     fn, derivative = basis.fn, basis.derivative
-    step = _step(n, in_dim, g)
+    step = in_dim if kept is not None else _step(n, in_dim, g)
     dist = _Distances(u, grid, h, step)
     inv_h = dist.inv_h
     grad_u = torch.empty_like(u) if need_u else None
@@ -211,7 +240,7 @@ def _backward(u, grid, h, weight, grad_out, basis, needs):
                 d.requires_grad_()
                 phi = fn(d)
         else:
-            phi = fn(d)
+            phi = kept if kept is not None else fn(d)
         if grad_w is not None:
             grad_w.add(cols, phi.detach())
         if not (need_u or need_grid or need_h):
@@ -237,12 +266,15 @@ def _backward(u, grid, h, weight, grad_out, basis, needs):
     return grad_u, grad_grid, grad_h, grad_w.result() if grad_w is not None else None
 
 
-def fused_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
+def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out).
 
     ``basis`` is a ``RadialBasis``: its grid, width (``denominator``), ``fn``,
     ``derivative``, ``of_neg_square`` and ``of_neg_square_derivative``.
+    A basis of at most ``keep_basis_bytes`` (default ``KEEP_BASIS_BYTES``) is
+    kept for backward; a larger one is rebuilt there, block by block.
     """
     if u.shape[0] == 0:
         return u.new_zeros(0, weight.shape[0]) + 0 * weight.sum()  # keeps the graph for empty batches
-    return _FusedSpline.apply(u, basis.grid, basis.denominator, weight, basis)
+    keep = KEEP_BASIS_BYTES if keep_basis_bytes is None else keep_basis_bytes
+    return _FusedSpline.apply(u, basis.grid, basis.denominator, weight, basis, keep)

@@ -83,11 +83,14 @@ class FastKANLayer(nn.Module):
 
     ``spline_linear(basis(layernorm(x)).flatten(-2)) + base_linear(silu(x))``,
     with fast-kan's constructor arguments and defaults. The spline path is
-    evaluated without keeping the (..., input_dim, num_grids) basis tensor for
-    backward: by Triton kernels on CUDA where they cover the basis
-    (``fastkan.triton_spline``), else blockwise (``fastkan.fused``);
-    ``fused=False`` runs the plain composition of torch operations, kept as
-    the reference.
+    evaluated without the intermediate tensors of the plain composition: by
+    Triton kernels on CUDA where they cover the basis (``fastkan.triton_spline``),
+    else by ``fastkan.fused``, which keeps the (N, input_dim * num_grids) basis
+    for backward when it is at most ``keep_basis_bytes`` (default
+    ``fastkan.fused.KEEP_BASIS_BYTES``) and otherwise rebuilds it there block by
+    block; on the CPU, calls of at most ``fastkan.fused.PLAIN_ELEMENTS`` basis
+    values take the plain composition, whose few operations cost less there.
+    ``fused=False`` always runs the plain composition, kept as the reference.
 
     ``layernorm_affine=False`` drops LayerNorm's scale and shift: the first
     layer then needs no gradient of its normalised input, which costs as much
@@ -111,6 +114,7 @@ class FastKANLayer(nn.Module):
         train_grid: bool = False,
         train_denominator: bool = False,
         fused: bool = True,
+        keep_basis_bytes: int | None = None,
         device=None,
         dtype=None,
     ):
@@ -133,6 +137,10 @@ class FastKANLayer(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.input_dim, self.output_dim = input_dim, output_dim
         self.fused = fused
+        if keep_basis_bytes is not None and (isinstance(keep_basis_bytes, bool) or not isinstance(keep_basis_bytes, int)
+                                             or keep_basis_bytes < 0):
+            raise ValueError(f"keep_basis_bytes must be a non-negative int or None, got {keep_basis_bytes!r}")
+        self.keep_basis_bytes = keep_basis_bytes
         self.layernorm = nn.LayerNorm(input_dim, elementwise_affine=layernorm_affine, **factory) if use_layernorm else None
         self.basis = RadialBasis(
             grid_min, grid_max, num_grids, basis, denominator, train_grid, train_denominator, **factory
@@ -144,16 +152,17 @@ class FastKANLayer(nn.Module):
 
     def spline(self, u: Tensor) -> Tensor:
         """The spline path on normalised input: (N, in) -> (N, out)."""
-        if not self.fused:
+        from . import fused
+
+        small = not u.is_cuda and u.shape[0] * self.input_dim * self.basis.num_grids <= fused.PLAIN_ELEMENTS
+        if not self.fused or small:
             return self.spline_linear(self.basis(u).flatten(-2))
         if u.is_cuda and u.shape[0] > 0:
             from . import triton_spline
 
             if triton_spline.available(u, self.basis):
                 return triton_spline.triton_spline(u, self.basis, self.spline_linear.weight)
-        from .fused import fused_spline
-
-        return fused_spline(u, self.basis, self.spline_linear.weight)
+        return fused.fused_spline(u, self.basis, self.spline_linear.weight, self.keep_basis_bytes)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_last_dim(x, self.input_dim, type(self).__name__)

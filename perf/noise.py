@@ -100,16 +100,18 @@ def main(argv=None) -> int:
     modes = {"plain": None, "normalised by mlp": "mlp"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        base = run_slice(ROOT, tmp / "base.json")
-        reruns = [run_slice(ROOT, tmp / f"rerun{i}.json") for i in range(args.reruns)]
-        slow_tree = tmp / "slow"
+        # Every run uses a copy of the tree taken now: edits made while it runs change nothing.
         files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                                capture_output=True, text=True).stdout.split()
-        for f in files:
-            (slow_tree / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, slow_tree / f)
+        same_tree, slow_tree = tmp / "same", tmp / "slow"
+        for tree in (same_tree, slow_tree):
+            for f in files:
+                (tree / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, tree / f)
         with open(slow_tree / "fastkan" / "layer.py", "a") as fh:
             fh.write(SLOWDOWN.format(slowdowns=SLOWDOWNS))
+        base = run_slice(same_tree, tmp / "base.json")
+        reruns = [run_slice(same_tree, tmp / f"rerun{i}.json") for i in range(args.reruns)]
         slows = [run_slice(slow_tree, tmp / f"slow{i}.json") for i in range(args.reruns)]
         grown = [plant_memory(r, MEMORY_CASE) for r in reruns]
         if args.keep:

@@ -11,6 +11,22 @@ from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLa
 from fastkan.mlp import matched_hidden
 
 
+# Every test here runs once per evaluation path of the fused layer: the basis rebuilt in backward
+# block by block, and the basis kept for backward; with the plain composition for small calls
+# switched off, since these tests' shapes are small.
+PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0},
+         "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0}}
+
+
+@pytest.fixture(autouse=True, params=list(PATHS))
+def fused_path(request, monkeypatch):
+    import fastkan.fused as fused
+
+    for name, value in PATHS[request.param].items():
+        monkeypatch.setattr(fused, name, value)
+    return request.param
+
+
 def gradcheck_module(module, x):
     """gradcheck of module(x) with respect to x and every trainable parameter."""
     names = [n for n, p in module.named_parameters() if p.requires_grad]
@@ -118,8 +134,11 @@ def test_square_shortcut_is_accurate_in_float32(basis, grid):
     torch.testing.assert_close(results[0][1], results[1][1], rtol=2e-4, atol=2e-4)
 
 
-def test_fused_path_blocks_match_one_block(monkeypatch):
+def test_fused_path_blocks_match_one_block(monkeypatch, fused_path):
     import fastkan.fused as fused
+
+    if fused_path == "kept":
+        pytest.skip("a kept basis is built in one block")
 
     torch.manual_seed(0)
     layer = FastKANLayer(50, 3, dtype=torch.float64)
@@ -311,3 +330,35 @@ def test_fused_path_compiles_without_graph_breaks():
     (g_eager,) = torch.autograd.grad(y_eager.sum(), layer.spline_linear.weight)
     torch.testing.assert_close(y, y_eager)
     torch.testing.assert_close(g, g_eager)
+
+
+def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(monkeypatch):
+    import fastkan.fused as fused
+
+    calls = []
+    real = fused._FusedSpline.apply
+    monkeypatch.setattr(fused._FusedSpline, "apply", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 4 * 5 * 8)
+    monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 4 * 5 * 8 * 4 * 2)
+    layer = FastKANLayer(5, 2)
+    layer(torch.randn(4, 5))  # 160 basis values: plain
+    assert calls == []
+    layer(torch.randn(8, 5)).sum().backward()  # 320 values, 1280 bytes: kept
+    layer(torch.randn(9, 5)).sum().backward()  # 1440 bytes: rebuilt
+    assert calls == [1280, 1280]
+    with pytest.raises(ValueError, match="keep_basis_bytes"):
+        FastKANLayer(5, 2, keep_basis_bytes=-1)
+
+
+def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
+    import fastkan.fused as fused
+    from perf.measure import saved_tensor_bytes
+
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)
+    torch.manual_seed(0)
+    layer = FastKANLayer(50, 3, layernorm_affine=False, keep_basis_bytes=20 * 50 * 8 * 4)
+    x = torch.randn(20, 50)
+    kept = saved_tensor_bytes(layer, lambda: layer(x))
+    layer.keep_basis_bytes = 0
+    rebuilt = saved_tensor_bytes(layer, lambda: layer(x))
+    assert kept - rebuilt == 20 * 50 * 8 * 4  # the (N, in * G) float32 basis
