@@ -98,6 +98,12 @@ def exact_changes(a: Record, b: Record, threshold: float, memory_threshold: floa
     if ra and rb:
         v = rb / ra - 1
         out.append(Change(a.id, "fit RMSE", v, verdict=_judge(v, None, None, threshold)))
+    sa, sb = a.info.get("score_mean"), b.info.get("score_mean")
+    if sa and sb:  # an accuracy case: its test metric at equal steps
+        v = sb / sa - 1
+        worse = -v if a.info.get("higher_is_better") else v
+        verdict = REGRESSED if worse > threshold else IMPROVED if worse < -threshold else NOISE
+        out.append(Change(a.id, a.info.get("metric", "score"), v, verdict=verdict))
     ga, gb = a.info.get("grad_ok"), b.info.get("grad_ok")
     if ga is not None and gb is not None and ga != gb:
         err = b.info.get("grad_rel_err")
@@ -137,8 +143,8 @@ def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None
                    "judged on medians alone, without an interval")
     per = f" over {normalize}'s" if normalize else ""
     out.append(f"rule: time{per} regressed or improved when its whole 95% interval lies beyond ±{threshold:.0%} "
-               f"(bootstrap of the rounds); memory beyond ±{memory_threshold:.0%}, fit RMSE beyond ±{threshold:.0%} "
-               "and the gradient check as measured")
+               f"(bootstrap of the rounds); memory beyond ±{memory_threshold:.0%}; fit RMSE and accuracy-case metrics "
+               f"worse by more than {threshold:.0%}; the gradient check as measured")
     for verdict in (REGRESSED, IMPROVED):
         chosen = [c for c in found if c.verdict == verdict]
         out.append(f"{verdict} ({len(chosen)})" + (":" if chosen else ""))

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from .cases import CONFIGS, DEVICES, DTYPES, MODES, PASSES, Case, models
+from .accuracy import ACCURACY_SETTINGS, AccuracyCase
 from .fit import FIT_SETTINGS, TASKS, FitCase
 
 REGRESSION_EXIT_CODE = 3
@@ -41,6 +42,11 @@ def pytest_addoption(parser):
         "--perf-fit",
         default="quick",
         help=f"fit-quality cases: {', '.join(FIT_SETTINGS)} or none (default quick)",
+    )
+    group.addoption(
+        "--perf-accuracy",
+        default="quick",
+        help=f"accuracy-per-second cases (perf/accuracy.py): {', '.join(ACCURACY_SETTINGS)} or none (default quick)",
     )
     group.addoption(
         "--perf-seconds", default=0.5, type=float, help="time budget of each case's timed rounds (default 0.5 s)"
@@ -77,6 +83,11 @@ class Selection:
         self.fit = config.getoption("perf_fit")
         if self.fit not in (*FIT_SETTINGS, "none"):
             raise pytest.UsageError(f"unknown --perf-fit value {self.fit}; valid: {', '.join(FIT_SETTINGS)}, none")
+        self.accuracy = config.getoption("perf_accuracy")
+        if self.accuracy not in (*ACCURACY_SETTINGS, "none"):
+            raise pytest.UsageError(
+                f"unknown --perf-accuracy value {self.accuracy}; valid: {', '.join(ACCURACY_SETTINGS)}, none")
+        self.models_given = config.getoption("perf_model") is not None
         self.threads = config.getoption("perf_threads")
         self.seconds = config.getoption("perf_seconds")
         if self.threads < 1:
@@ -108,6 +119,14 @@ class Selection:
         # The far slower models (pykan) train only in the full setting: the default job stays short.
         return [FitCase(m, t) for m in self.models if table[m].fit and (not table[m].small_only or self.fit == "full")
                 for t in TASKS]
+
+    def accuracy_cases(self) -> list[AccuracyCase]:
+        """Accuracy per second, on the CPU in float32 eager mode: the setting's models (those of --perf-model, if given)."""
+        if self.accuracy == "none" or "cpu" not in self.devices:
+            return []
+        s = ACCURACY_SETTINGS[self.accuracy]
+        chosen = [m for m in s.models if not self.models_given or m in self.models]
+        return [AccuracyCase(m, t, w) for w in s.widths for t in s.tasks for m in chosen]
 
     def device_kind(self) -> str:
         """Names the hardware the run's histories belong to; CPU and each GPU kind get their own folder."""
@@ -199,6 +218,9 @@ def pytest_generate_tests(metafunc):
         )
     if "fit_case" in metafunc.fixturenames:
         metafunc.parametrize("fit_case", [_param(c, table[c.model].missing, False) for c in selection.fit_cases()])
+    if "accuracy_case" in metafunc.fixturenames:
+        metafunc.parametrize("accuracy_case",
+                             [_param(c, table[c.model].missing, False) for c in selection.accuracy_cases()])
 
 
 def pytest_collection_modifyitems(config, items):
@@ -206,7 +228,8 @@ def pytest_collection_modifyitems(config, items):
     selection = getattr(config, "_perf_selection", None)
     if selection is None:
         return
-    empty = {name for name, cases in (("perf_case", selection.cases()), ("fit_case", selection.fit_cases())) if not cases}
+    empty = {name for name, cases in (("perf_case", selection.cases()), ("fit_case", selection.fit_cases()),
+                                      ("accuracy_case", selection.accuracy_cases())) if not cases}
     drop = [item for item in items if empty & set(getattr(item, "fixturenames", ()))]
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -226,6 +249,11 @@ def perf_reference(request) -> str | None:
 @pytest.fixture
 def perf_fit(request) -> str:
     return request.config._perf_selection.fit
+
+
+@pytest.fixture
+def perf_accuracy(request) -> str:
+    return request.config._perf_selection.accuracy
 
 
 @pytest.fixture
@@ -268,7 +296,7 @@ def skip_summary(reports) -> list[str]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_benchmark_scale_unit(config, unit, benchmarks, best, worst, sort):
     """Fit cases time a whole training: their tables read in seconds; None leaves the others to pytest-benchmark."""
-    fits = benchmarks and all((b.get("group") or "").startswith("fit-") for b in benchmarks)
+    fits = benchmarks and all((b.get("group") or "").startswith(("fit-", "acc-")) for b in benchmarks)
     no_unit_given = config is None or config.getoption("benchmark_time_unit", None) in (None, "auto")
     return ("", 1.0) if unit == "seconds" and fits and no_unit_given else None
 

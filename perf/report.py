@@ -3,6 +3,8 @@
     python -m perf.report [RUN ...] [--markdown] [--plot FILE]
     python -m perf.report --compare A B [--threshold 0.1] [--normalize mlp]
     python -m perf.report bases [RUN ...] [--config mnist] [--markdown] [--plot FILE]
+    python -m perf.report leaderboard [RUN ...] [--markdown] [--plot FILE] [--configs a,b]
+    python -m perf.report accuracy [RUN ...] [--markdown] [--plot FILE]
 
 RUN is a saved JSON file, a pytest-benchmark storage folder (its latest run)
 or a run number/id in the default storage; without RUN, the latest saved
@@ -274,6 +276,10 @@ def main(argv=None) -> int:
         from .bases import main as bases_main
 
         return bases_main(argv[1:])
+    if argv[:1] == ["accuracy"]:
+        from .accuracy_report import main as accuracy_main
+
+        return accuracy_main(argv[1:])
     if argv[:1] == ["leaderboard"]:
         from .leaderboard import main as leaderboard_main
 

@@ -1,0 +1,138 @@
+"""``python -m perf.report accuracy``: which KAN learns best per second, task by task.
+
+    python -m perf.report accuracy [RUN ...] [--markdown] [--plot FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .leaderboard import is_ours
+from .runs import DEFAULT_STORAGE, ReportError, Run, load, resolve
+from .tables import md_table, text_table
+
+
+def collect(runs: list[Run]) -> dict[tuple[str, int], dict[str, dict]]:
+    """(task, width) -> model -> the case's extra_info, for the accuracy cases (later runs win)."""
+    out: dict[tuple[str, int], dict[str, dict]] = {}
+    for run in runs:
+        for rec in run.records.values():
+            if rec.config.startswith("acc-") and "equal_time_mean" in rec.info:
+                out.setdefault((rec.info["task"], rec.info.get("width", 1)), {})[rec.model] = rec.info
+    if not out:
+        raise ReportError(f"{runs[0].path}: no accuracy cases (run `pytest perf --perf-accuracy=quick` or full)")
+    return dict(sorted(out.items()))
+
+
+def ranked(models: dict[str, dict]) -> list[tuple[str, dict]]:
+    """Best metric at the equal-time budget first."""
+    higher = next(iter(models.values()))["higher_is_better"]
+    return sorted(models.items(), key=lambda kv: -kv[1]["equal_time_mean"] if higher else kv[1]["equal_time_mean"])
+
+
+def _pm(mean: float, std: float, metric: str) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if metric == "RMSE" else f"{mean:.3f} ± {std:.3f}"
+
+
+def table(models: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for model, info in ranked(models):
+        rows.append([model, str(info["params"]), f"{info['time_per_step_s'] * 1e3:.2f}", str(info["equal_time_steps"]),
+                     _pm(info["equal_time_mean"], info["equal_time_std"], info["metric"]),
+                     _pm(info["equal_steps_mean"], info["equal_steps_std"], info["metric"]), f"{info['lr']:g}"])
+    metric = next(iter(models.values()))["metric"]
+    steps = next(iter(models.values()))["steps"]
+    header = ["model", "params", "ms/step", "steps in budget", f"{metric}, equal time",
+              f"{metric}, {steps} steps", "lr"]
+    return header, rows
+
+
+def verdict(task: str, models: dict[str, dict]) -> str:
+    order = ranked(models)
+    best = order[0][0]
+    kans = [m for m, _ in order if m != "mlp"]
+    line = f"{task}: best at equal time: {best}"
+    if best == "mlp" and kans:
+        line += f" (the MLP beats every KAN here); best KAN: {kans[0]}"
+    elif kans:
+        line += f"; best KAN: {kans[0]}"
+    ours = [m for m in kans if is_ours(m)]
+    if ours and ours[0] != kans[0]:
+        line += f"; best of ours: {ours[0]}"
+    return line
+
+
+def plot(groups: dict[tuple[str, int], dict[str, dict]], path: Path) -> Path:
+    from .plots import log_axis, pyplot
+
+    plt = pyplot()
+    n = len(groups)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4 * rows + 0.8), squeeze=False)
+    fig.suptitle("test metric at equal training time against time per step (left is faster)")
+    names = sorted({m for models in groups.values() for m in models})
+    colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(names)}
+    for ax, ((task, width), models) in zip(axes.flat, groups.items()):
+        for m, info in models.items():
+            ax.scatter(info["time_per_step_s"] * 1e3, info["equal_time_mean"], color=colours[m], s=30,
+                       marker="o" if is_ours(m) else "s" if m != "mlp" else "^")
+        metric = next(iter(models.values()))["metric"]
+        better = "higher" if next(iter(models.values()))["higher_is_better"] else "lower"
+        ax.set_title(task + ("" if width == 1 else f" (x{width} wide)"), fontsize=9)
+        ax.set_xlabel("time per training step, ms (log scale)")
+        ax.set_ylabel(f"test {metric} ({better} is better)")
+        log_axis(ax, "x")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], linestyle="", marker="o" if is_ours(m) else "s" if m != "mlp" else "^",
+                          color=colours[m], label=m) for m in names]
+    fig.legend(handles=handles, loc="center right", fontsize=7, title="model (circles: ours)", title_fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=(0, 0, 0.82, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m perf.report accuracy", description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
+    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="metric against time per step, one panel per task")
+    args = p.parse_args(argv)
+    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
+        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
+    try:
+        runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+        groups = collect(runs)
+        if args.plot is not None:
+            plot(groups, args.plot)
+    except ReportError as e:
+        print(f"perf.report: error: {e}", file=sys.stderr)
+        return 2
+    any_info = next(iter(next(iter(groups.values())).values()))
+    out = [("_from " + runs[0].describe() + "_") if args.markdown else "from " + runs[0].describe(), ""]
+    verdicts = []
+    for (task, width), models in groups.items():
+        title = f"{task}" + ("" if width == 1 else f", {width}x wider") + f": layers {any_layers(models)}"
+        header, body = table(models)
+        out += ([f"#### {title}", "", md_table(header, body), ""] if args.markdown else [title, text_table(header, body), ""])
+        verdicts.append(verdict(task + ("" if width == 1 else f" (x{width})"), models))
+    notes = [f"equal time: the steps that fit in the time fastkan-gaussian takes for {any_info['steps']} steps, "
+             "from each model's median time per step here; mean ± std over "
+             f"{any_info['seeds']} seed(s); learning rate picked from {any_info['lr_grid']} on the validation split",
+             "RMSE in standard deviations of the target; accuracy on the held-out test split"]
+    out += [f"- {line}" for line in verdicts + notes] if args.markdown else verdicts + notes
+    if args.plot is not None:
+        out.append(f"figure: {args.plot}")
+    print("\n".join(out))
+    return 0
+
+
+def any_layers(models: dict[str, dict]) -> str:
+    info = models.get("fastkan-gaussian") or next(iter(models.values()))
+    return str(info["layers"])
