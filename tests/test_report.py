@@ -54,7 +54,7 @@ def test_table_and_claims_are_the_right_numbers(tmp_path, capsys):
     assert "reference KAN: bspline (efficient-kan was not measured)" in out
     total, ref_total, mlp_total = 2.0 + 4.0, 10.0 + 22.0, 1.0 + 1.5
     assert (f"fastkan-gaussian forward + backward: {ref_total / total:.2f}x faster than bspline, "
-            f"{total / mlp_total:.2f}x the mlp's time, saves {1_000_000 / 500_000:.2f}x the mlp's bytes for backward") in out
+            f"{total / mlp_total:.2f}x the mlp's time, keeps {1_000_000 / 500_000:.2f}x the mlp's bytes for backward") in out
 
 
 def test_models_option_keeps_only_those_rows(tmp_path, capsys):
@@ -191,3 +191,41 @@ def test_interleaved_ratios_are_reported(tmp_path, capsys):
     # 2 ms at 0.1x and 4 ms at 0.2x: the reference took 20 + 20 ms for the model's 6.
     assert ("fastkan-gaussian forward + backward: 0.150x the time of bspline, timed round by round "
             "(6.67x faster than bspline)") in out
+
+
+def test_other_bases_go_into_one_ratio_table_and_verbose_gives_their_sentences(tmp_path, capsys):
+    run = write_run(tmp_path / "run.json", {**SEED, "fastkan-rswaf": (3.0, 6.0, 1_000_000, 3_000_000),
+                                            "lean-fastkan": (2.0, 2.0, 800_000, 3_000_000)})
+    assert main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "fastkan-rswaf is" not in out  # no sentences for the other bases by default
+    row = next(line for line in out.splitlines() if line.startswith("fastkan-rswaf "))
+    assert row.split() == ["fastkan-rswaf", "0.30", "0.27", "3.00", "4.00", "2.00"]
+    assert next(line for line in out.splitlines() if line.startswith("lean-fastkan ")).split()[-1] == "1.60"
+    # bspline's backward (22 ms) is not shorter than its forward (10 ms): nothing to explain here.
+    assert "backward shorter than forward" not in out
+    assert main([str(run), "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "fastkan-rswaf is 3.33x faster than bspline and 3.00x slower than mlp in forward speed" in out
+    assert "time relative to the reference KAN" not in out  # the sentences replace the ratio table
+
+
+def test_a_backward_shorter_than_its_forward_is_explained_once(tmp_path, capsys):
+    run = write_run(tmp_path / "run.json", dict(SEED, bspline=(10.0, 5.0, 8_000_000, 6_000_000)))
+    assert main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("backward shorter than forward") == 1
+    assert "bspline: backward shorter than forward, because the forward pass builds" in out
+
+
+def test_speed_sentences_carry_an_interval_when_rounds_were_saved(tmp_path, capsys):
+    run = write_run(tmp_path / "run.json", SEED)
+    data = json.loads(run.read_text())
+    for i, entry in enumerate(data["benchmarks"]):
+        m = entry["stats"]["median"]
+        entry["stats"]["data"] = [m * (1 + 0.01 * ((k * 7 + i) % 5 - 2)) for k in range(20)]
+    run.write_text(json.dumps(data))
+    assert main([str(run)]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.endswith("in forward speed"))
+    assert line.startswith("fastkan-gaussian is 5.00x [") and "x] faster than bspline" in line
