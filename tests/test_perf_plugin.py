@@ -219,3 +219,33 @@ def test_reference_is_timed_inside_each_case(suite):
         info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
         assert info["reference_model"] == "mlp" and info["reference_median_s"] > 0
         assert "reference_model" not in benches[f"mlp/tiny/cpu/{p}"]
+
+
+def test_skip_summary_counts_each_reason_once():
+    from types import SimpleNamespace
+
+    from perf.plugin import skip_summary
+
+    def rep(case, reason):
+        return SimpleNamespace(nodeid=f"perf/test_perf.py::test_perf[{case}]", longrepr=("f.py", 1, f"Skipped: {reason}"))
+
+    reports = [rep(f"mlp/tiny/cuda/{p}", "CUDA is not available on this machine") for p in ("forward", "backward")]
+    reports += [rep("pykan/tiny/cpu/forward", "pykan: import failed (No module named 'yaml'); `pip install pykan`")] * 3
+    lines = skip_summary(reports)
+    assert lines == ["3 pykan cases skipped: pykan: import failed (No module named 'yaml'); `pip install pykan`",
+                     "2 CUDA cases skipped: no GPU on this machine (torch sees no CUDA device)"]
+    long = skip_summary([rep("chebykan/tiny/cpu/forward", "x " * 100)])
+    assert all(len(line) <= 120 for line in long) and long[1].startswith("    ")
+
+
+def test_default_output_is_grouped_readable_and_ends_with_the_skip_summary(suite, monkeypatch):
+    monkeypatch.delenv("CHEBYKAN_PATH", raising=False)
+    result = suite.runpytest_subprocess("--perf-config=tiny", "--perf-model=mlp,chebykan", "--perf-seconds=0.01")
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert "why cases were skipped" in out
+    result.stdout.fnmatch_lines(["6 chebykan cases skipped: chebykan: import failed*", "3 CUDA cases skipped: no GPU*"])
+    assert "benchmark 'tiny cpu forward'" in out and "benchmark 'tiny cpu backward'" in out
+    table = [line for line in out.splitlines() if "[mlp/tiny/cpu/" in line]
+    assert table and all(len(line) <= 120 for line in table)
+    assert "StdDev" not in out and "Median" in out
