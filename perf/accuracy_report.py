@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from .leaderboard import is_ours
-from .runs import DEFAULT_STORAGE, ReportError, Run, load, resolve
-from .tables import md_table, text_table
+from .runs import ReportError, Run
+from .tables import load_runs, md_table, parse_report_args, report_parser, text_table
 
 
 def collect(runs: list[Run]) -> dict[tuple[str, int], dict[str, dict]]:
@@ -98,16 +97,10 @@ def plot(groups: dict[tuple[str, int], dict[str, dict]], path: Path) -> Path:
 
 
 def main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m perf.report accuracy", description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
-    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
-    p.add_argument("--markdown", action="store_true")
-    p.add_argument("--plot", type=Path, metavar="FILE", help="metric against time per step, one panel per task")
-    args = p.parse_args(argv)
-    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
-        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
+    p = report_parser("accuracy", __doc__, "metric against time per step, one panel per task")
+    args = parse_report_args(p, argv)
     try:
-        runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+        runs = load_runs(args)
         groups = collect(runs)
         if args.plot is not None:
             plot(groups, args.plot)

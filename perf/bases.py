@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 from pathlib import Path
 
-from .tables import md_table, model_order, text_table
-from .runs import DEFAULT_STORAGE, ReportError, Run, load, resolve
+from .tables import load_runs, md_table, model_order, parse_report_args, report_parser, text_table
+from .runs import ReportError, Run
 
 SPEED_CONFIGS = ("mnist", "seed-300k", "kanbench-10m", "tiny")
 
@@ -122,17 +121,11 @@ def plot(points, path: Path) -> Path:
 def main(argv) -> int:
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m perf.report bases", description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="*", metavar="RUN")
-    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    p = report_parser("bases", __doc__, "the speed-versus-accuracy Pareto front")
     p.add_argument("--config", default=None, help=f"configuration of the speed columns (default: first of {SPEED_CONFIGS})")
-    p.add_argument("--markdown", action="store_true")
-    p.add_argument("--plot", type=Path, metavar="FILE", help="the speed-versus-accuracy Pareto front (.png or .svg)")
-    args = p.parse_args(argv)
-    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
-        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
+    args = parse_report_args(p, argv)
     try:
-        runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+        runs = load_runs(args)
         rows, chosen = collect(runs, args.config)
         header, body, tasks = table(rows, chosen)
         points = pareto_points(rows, tasks)

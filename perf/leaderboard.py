@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -13,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gradcheck import verdict
-from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
-from .tables import fmt_bytes, group_runs, md_table, text_table
+from .runs import Record, ReportError, Run
+from .tables import fmt_bytes, group_runs, load_runs, md_table, parse_report_args, report_parser, text_table
 
 OURS = ("fastkan-", "lean-fastkan", "plain-fastkan", "bspline")
 
@@ -137,17 +136,11 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> Path:
 
 
 def main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m perf.report leaderboard", description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
-    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
-    p.add_argument("--markdown", action="store_true")
+    p = report_parser("leaderboard", __doc__, "one horizontal bar chart per configuration")
     p.add_argument("--configs", default=None, help="comma-separated configurations to show (default: all measured)")
-    p.add_argument("--plot", type=Path, metavar="FILE", help="one horizontal bar chart per configuration (.png or .svg)")
-    args = p.parse_args(argv)
-    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
-        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
+    args = parse_report_args(p, argv)
     try:
-        runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+        runs = load_runs(args)
         rmse, tasks = fit_rmse(runs)
         groups = {g: rows(models, rmse) for g, models in group_runs(runs).items()}
         groups = {g: b for g, b in groups.items() if b}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from collections import defaultdict
+from pathlib import Path
 
-from .runs import Record, Run
+from .runs import DEFAULT_STORAGE, Record, Run, load, resolve
 
 SPEED_PASSES = ("forward", "backward", "train-step")
 
@@ -45,3 +47,25 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def report_parser(name: str, doc: str, plot_help: str) -> argparse.ArgumentParser:
+    """The arguments every ``python -m perf.report NAME`` shares: runs, storage, Markdown, a figure."""
+    p = argparse.ArgumentParser(prog=f"python -m perf.report {name}", description=doc.split("\n")[0])
+    p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
+    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="benchmark storage (default .benchmarks)")
+    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    p.add_argument("--plot", type=Path, metavar="FILE", help=f"{plot_help} (.png or .svg)")
+    return p
+
+
+def parse_report_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
+        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
+    return args
+
+
+def load_runs(args: argparse.Namespace) -> list[Run]:
+    """The runs named on the command line, or the latest saved one (ReportError if none)."""
+    return [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
