@@ -99,7 +99,7 @@ def plot(points, path: Path) -> Path:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    fig.suptitle("speed against accuracy of each basis (lower left is better)")
+    fig.suptitle("speed against fit accuracy of every model (lower left is better)")
     markers = "osD^vP*Xh<>p"
     # One marker per model in a legend beside the axes: labels written next to points overlap.
     for k, (name, t, e) in enumerate(sorted(points, key=lambda p: p[1])):

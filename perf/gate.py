@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("current", type=Path)
     p.add_argument("baseline", type=Path)
     p.add_argument("--normalize", metavar="MODEL", default=None)
-    p.add_argument("--threshold", type=float, default=0.2)
+    p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--verbose", action="store_true", help="also list the changes within noise")
     args = p.parse_args(argv)
     if not args.baseline.exists():

@@ -139,8 +139,8 @@ def explanations(models: dict[str, dict[str, Record]]) -> list[str]:
                   and p["backward"].median_s < p["forward"].median_s]
     if quick_back:
         out.append(f"{', '.join(quick_back)}: backward shorter than forward, because the forward pass builds the "
-                   "(batch, in, basis) tensor and keeps it for backward (their forward memory column); FastKAN "
-                   "keeps only its inputs and rebuilds the basis in backward")
+                   "(batch, in * basis) tensor and keeps it for backward (the forward memory column), so backward "
+                   "only multiplies; a model that rebuilds its basis in backward pays for it twice")
     return out
 
 
