@@ -121,7 +121,8 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> Path:
         ax.barh(ys, totals, color=colours)
         for y, t in zip(ys, totals):
             ax.annotate(f"{t:.3g} ms", (t, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
-        ax.set_yticks(list(ys), [r.model for r in board], fontsize=8)
+        ax.set_yticks(list(ys), [r.model + (" (WRONG gradients)" if r.grad_err is not None and verdict(r.grad_err) != "gradients ok"
+                                            else "") for r in board], fontsize=8)
         config, device, dtype, mode = group
         ax.set_title(f"{config} on {device}" + ("" if (dtype, mode) == ("float32", "eager") else f", {dtype} {mode}"),
                      fontsize=10)

@@ -97,4 +97,5 @@ def test_plot_has_full_names_sorted_fastest_on_top(tmp_path, monkeypatch):
     assert png.read_bytes()[:4] == b"\x89PNG"
     (panels,) = seen
     # barh draws from the bottom: reversed, the labels read fastest first, full names.
-    assert [labels[::-1] for labels in panels] == [["mlp", "faster-kan", "inkan", "lean-fastkan", "fastkan-gaussian"]] * 2
+    assert [labels[::-1] for labels in panels] == [
+        ["mlp", "faster-kan (WRONG gradients)", "inkan", "lean-fastkan", "fastkan-gaussian"]] * 2
