@@ -63,6 +63,8 @@ def test_protocol_is_deterministic_with_sane_metrics_and_equal_time_bookkeeping(
     assert ref["equal_time_steps"] == ref["steps"] == SMOKE.steps  # the budget is the reference's own time
     assert ref["metric"] == "RMSE" and ref["equal_time_mean"] >= 0 and not ref["higher_is_better"]
     assert ref["layers"] == [2, 5, 1] and ref["lr"] in SMOKE.lrs
+    other = evaluate("feynman-I.6.2", "mlp", SMOKE)
+    assert other["budget_s"] == pytest.approx(ref["budget_s"])  # every model gets the reference's own time
 
 
 def write_accuracy(path):
