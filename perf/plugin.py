@@ -308,13 +308,16 @@ def pytest_terminal_summary(terminalreporter):
     # normal ending: the summary line, and exit code 3.
     from pytest_benchmark.session import PerformanceRegression
 
+    try:
+        result = yield
+    except PerformanceRegression:
+        result = None
+        terminalreporter.write_line("fastkan perf: performance regressed (see above); exit code 3", red=True)
+        terminalreporter._session.exitstatus = REGRESSION_EXIT_CODE
+    # Last, after pytest-benchmark's tables: why cases did not run.
     lines = skip_summary(terminalreporter.stats.get("skipped", []))
     if lines:
         terminalreporter.section("why cases were skipped", sep="-")
         for line in lines:
             terminalreporter.write_line(line)
-    try:
-        return (yield)
-    except PerformanceRegression:
-        terminalreporter.write_line("fastkan perf: performance regressed (see above); exit code 3", red=True)
-        terminalreporter._session.exitstatus = REGRESSION_EXIT_CODE
+    return result

@@ -246,6 +246,7 @@ def test_default_output_is_grouped_readable_and_ends_with_the_skip_summary(suite
     assert "why cases were skipped" in out
     result.stdout.fnmatch_lines(["6 chebykan cases skipped: chebykan: import failed*", "3 CUDA cases skipped: no GPU*"])
     assert "benchmark 'tiny cpu forward'" in out and "benchmark 'tiny cpu backward'" in out
+    assert out.index("why cases were skipped") > out.index("benchmark 'tiny cpu forward'")  # it ends the output
     table = [line for line in out.splitlines() if "[mlp/tiny/cpu/" in line]
     assert table and all(len(line) <= 120 for line in table)
     assert "StdDev" not in out and "Median" in out
