@@ -5,6 +5,7 @@
     python -m perf.report bases [RUN ...] [--config mnist] [--markdown] [--plot FILE]
     python -m perf.report leaderboard [RUN ...] [--markdown] [--plot FILE] [--configs a,b]
     python -m perf.report accuracy [RUN ...] [--markdown] [--plot FILE]
+    python -m perf.report goals PLAIN_RUN LEAN_RUN [--also RUN] [--markdown]
 
 RUN is a saved JSON file, a pytest-benchmark storage folder (its latest run)
 or a run number/id in the default storage; without RUN, the latest saved
@@ -276,6 +277,10 @@ def main(argv=None) -> int:
         from .bases import main as bases_main
 
         return bases_main(argv[1:])
+    if argv[:1] == ["goals"]:
+        from .goals import main as goals_main
+
+        return goals_main(argv[1:])
     if argv[:1] == ["accuracy"]:
         from .accuracy_report import main as accuracy_main
 

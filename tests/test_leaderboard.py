@@ -99,3 +99,26 @@ def test_plot_has_full_names_sorted_fastest_on_top(tmp_path, monkeypatch):
     # barh draws from the bottom: reversed, the labels read fastest first, full names.
     assert [labels[::-1] for labels in panels] == [
         ["mlp", "faster-kan (WRONG gradients)", "inkan", "lean-fastkan", "fastkan-gaussian"]] * 2
+
+
+def test_goals_table_divides_ratios_to_the_same_reference(tmp_path, capsys):
+    def run(path, reference, ratios):
+        benches = []
+        for model, (f_ratio, b_ratio) in ratios.items():
+            for p, ms, ratio in (("forward", 2.0, f_ratio), ("backward", 2.0, b_ratio)):
+                entry = bench(model, p, ms, config="mnist")
+                entry["extra_info"].update(reference_model=reference, reference_ratio=ratio)
+                benches.append(entry)
+        path.write_text(json.dumps({"machine_info": MACHINE, "benchmarks": benches}))
+        return path
+
+    plain = run(tmp_path / "plain.json", "plain-fastkan",
+                {"fastkan-gaussian": (0.9, 0.9), "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)})
+    lean = run(tmp_path / "lean.json", "lean-fastkan",
+               {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (1.2, 1.2), "inkan": (0.8, 0.8)})
+    assert main(["goals", str(plain), str(lean)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist"))
+    # default / plain 0.9; default / fast-kan 1.5 / 1.2; fastest peer inkan; lean / inkan 1 / 0.8; / MLP 3.0, 2.0
+    assert row.split() == ["mnist", "0.90", "1.25", "n/a", "inkan", "1.25", "3.00", "2.00"]
+    assert main(["goals", str(plain)]) == 2
+    assert "give two runs" in capsys.readouterr().err
