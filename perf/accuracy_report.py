@@ -84,13 +84,19 @@ def plot(groups: dict[tuple[str, int], dict[str, dict]], path: Path) -> Path:
         ax.set_xlabel("time per training step, ms (log scale)")
         ax.set_ylabel(f"test {metric} ({better} is better)")
         log_axis(ax, "x")
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
     handles = [plt.Line2D([], [], linestyle="", marker="o" if is_ours(m) else "s" if m != "mlp" else "^",
                           color=colours[m], label=m) for m in names]
-    fig.legend(handles=handles, loc="center right", fontsize=7, title="model (circles: ours)", title_fontsize=7)
+    spare = list(axes.flat[n:])
+    for ax in spare:
+        ax.set_axis_off()
+    legend = dict(handles=handles, fontsize=7, title="model (circles: ours, squares: peers)", title_fontsize=7)
+    if spare:  # in an empty panel of the grid, next to the data
+        spare[0].legend(loc="upper left", **legend)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+    else:
+        fig.legend(loc="center right", **legend)
+        fig.tight_layout(rect=(0, 0, 0.82, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(rect=(0, 0, 0.82, 0.95))
     fig.savefig(path)
     plt.close(fig)
     return path
