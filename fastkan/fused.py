@@ -46,8 +46,9 @@ def _block_elements() -> int:
 _FAR = 1e6
 
 
-def _step(n: int, in_dim: int, num_grids: int) -> int:
-    return min(in_dim, max(1, _block_elements() // max(1, n * num_grids)))
+def _step(n: int, in_dim: int, num_grids: int, whole: bool = False) -> int:
+    """Inputs per block; all of them for a basis kept whole."""
+    return in_dim if whole else min(in_dim, max(1, _block_elements() // max(1, n * num_grids)))
 
 
 def _blocks(in_dim: int, step: int):
@@ -90,7 +91,8 @@ class _Distances:
         self.xt = u.new_empty(len(cols), self.n * step)
         self.xt[-1].fill_(1.0)
         self.y = torch.stack(cols)  # (rows, G)
-        self.out = u.new_empty(self.n * step, self.y.shape[1])
+        self.step = step
+        self.out = None  # allocated by the first block(): a kept basis needs only values()
 
     def values(self, a: int, b: int) -> Tensor:
         """v = u - centre (clamped) of inputs a..b, as (N, block); valid until the next call."""
@@ -105,6 +107,8 @@ class _Distances:
         v = self.values(a, b)
         if self.neg_square:
             torch.mul(v, v, out=xt[0].view(self.n, b - a))
+        if self.out is None:
+            self.out = self.u.new_empty(self.n * self.step, self.y.shape[1])
         out = torch.mm(xt.t(), self.y, out=self.out[:rows])
         return out.view(self.n, (b - a) * self.y.shape[1]), v
 
@@ -116,7 +120,7 @@ class _FusedSpline(torch.autograd.Function):
         g = grid.numel()
         # A kept basis is built in one block: it is stored whole anyway.
         keep = n * in_dim * g * u.element_size() <= keep_bytes
-        step = in_dim if keep else _step(n, in_dim, g)
+        step = _step(n, in_dim, g, keep)
         neg_square = _neg_square(basis, u)
         dist = _Distances(u, grid, h, step, neg_square)
         fn = basis.of_neg_square if neg_square else basis.fn
@@ -157,18 +161,19 @@ def _neg_square(basis, u: Tensor) -> bool:
 class _WeightGrad:
     """``grad_w = grad_out.T @ basis``, gathered block by block of basis columns."""
 
-    def __init__(self, u: Tensor, weight: Tensor, grad_out: Tensor):
-        self.grad_out = grad_out
+    def __init__(self, u: Tensor, weight: Tensor, grad_out: Tensor, whole: bool):
+        self.grad_out, self.whole = grad_out, whole
         self.grad_w = torch.empty_like(weight)
         # Column blocks of grad_w are strided writes; when the weight has at
         # least as many rows as the batch, one product over all basis values
-        # (a temporary no larger than grad_w) is much faster.
-        self.phis = u.new_empty(u.shape[0], weight.shape[1]) if u.shape[0] <= weight.shape[0] else None
+        # (a temporary no larger than grad_w) is much faster. A basis that comes
+        # in one block (``whole``) is that product already.
+        gather = not whole and u.shape[0] <= weight.shape[0]
+        self.phis = u.new_empty(u.shape[0], weight.shape[1]) if gather else None
 
     def add(self, cols: slice, phi: Tensor) -> None:
-        if phi.shape[1] == self.grad_w.shape[1]:  # the whole basis at once
+        if self.whole:
             torch.mm(self.grad_out.t(), phi, out=self.grad_w)
-            self.phis = None
         elif self.phis is not None:
             self.phis[:, cols] = phi
         else:
@@ -191,12 +196,12 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, ke
     """
     n, in_dim = u.shape
     g = grid.numel()
-    step = in_dim if kept is not None else _step(n, in_dim, g)
+    step = _step(n, in_dim, g, kept is not None)
     dist = _Distances(u, grid, h, step, neg_square=True)
     single = weight.shape[0] == 1  # grad_out is then applied after the sum over centres
     sums = torch.stack([torch.ones_like(dist.c), -dist.c], dim=1) * (-2.0 * dist.inv_h * dist.inv_h)  # (G, 2)
     grad_u = torch.empty_like(u) if need_u else None
-    grad_w = _WeightGrad(u, weight, grad_out) if need_w else None
+    grad_w = _WeightGrad(u, weight, grad_out, step == in_dim) if need_w else None
     for a, b in _blocks(in_dim, step):
         cols = slice(a * g, b * g)
         if kept is not None:
@@ -224,11 +229,11 @@ def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
     g = grid.numel()
     need_u, need_grid, need_h, need_w = needs[:4]
     fn, derivative = basis.fn, basis.derivative
-    step = in_dim if kept is not None else _step(n, in_dim, g)
+    step = _step(n, in_dim, g, kept is not None)
     dist = _Distances(u, grid, h, step)
     inv_h = dist.inv_h
     grad_u = torch.empty_like(u) if need_u else None
-    grad_w = _WeightGrad(u, weight, grad_out) if need_w else None
+    grad_w = _WeightGrad(u, weight, grad_out, step == in_dim) if need_w else None
     # dL/dd summed over batch and inputs per centre (grid), and weighted by d (width).
     sum_gd = grid.new_zeros(g) if need_grid else None
     sum_gd_d = h.new_zeros(()) if need_h else None
