@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .gradcheck import verdict
+from .gradcheck import TOLERANCE
 from .runs import Record, ReportError, Run
 from .tables import fmt_bytes, group_runs, load_runs, md_table, parse_report_args, report_parser, text_table
 
@@ -33,6 +33,13 @@ class Row:
     grad_note: str | None
     fit_rmse: float | None
     peer_version: str | None
+
+    @property
+    def gradients(self) -> str:
+        """'ok', 'WRONG (max rel err)' or 'not checked'."""
+        if self.grad_err is None:
+            return "not checked"
+        return "ok" if self.grad_err <= TOLERANCE else f"WRONG ({self.grad_err:.2g})"
 
     @property
     def total_s(self) -> float:
@@ -77,12 +84,10 @@ def table(board: list[Row]) -> tuple[list[str], list[list[str]]]:
               "fit RMSE"]
     body = []
     for r in board:
-        grads = "ok" if r.grad_err is not None and verdict(r.grad_err) == "gradients ok" else \
-            f"WRONG ({r.grad_err:.2g})" if r.grad_err is not None else "not checked"
         body.append([r.model + ("" if not r.peer_version else f" ({r.peer_version})"), _ms(r.forward_s),
                      _ms(r.backward_s), _ms(r.total_s), f"{r.total_s / fastest:.2f}",
                      f"{r.total_s / mlp:.2f}" if mlp else "n/a", fmt_bytes(r.saved_bytes),
-                     str(r.params) if r.params is not None else "n/a", grads,
+                     str(r.params) if r.params is not None else "n/a", r.gradients,
                      f"{r.fit_rmse:.4f}" if r.fit_rmse is not None else ""])
     return header, body
 
@@ -121,8 +126,8 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> Path:
         ax.barh(ys, totals, color=colours)
         for y, t in zip(ys, totals):
             ax.annotate(f"{t:.3g} ms", (t, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
-        ax.set_yticks(list(ys), [r.model + (" (WRONG gradients)" if r.grad_err is not None and verdict(r.grad_err) != "gradients ok"
-                                            else "") for r in board], fontsize=8)
+        ax.set_yticks(list(ys), [r.model + (" (WRONG gradients)" if r.gradients.startswith("WRONG") else "")
+                                 for r in board], fontsize=8)
         config, device, dtype, mode = group
         ax.set_title(f"{config} on {device}" + ("" if (dtype, mode) == ("float32", "eager") else f", {dtype} {mode}"),
                      fontsize=10)
