@@ -47,15 +47,20 @@ def ratio_phrase(value: float | None, other: float | None, better: str, worse: s
     return f"{text} {worse} than {name}"
 
 
-def time_ratio(a: Record | None, b: Record | None) -> tuple[float, float] | None:
-    """95% interval of median(a) / median(b) from both cases' rounds, where both were saved."""
-    if a is None or b is None or not a.rounds or not b.rounds:
+def _bounds(samples, statistic) -> tuple[float, float] | None:
+    """95% interval of ``statistic`` of the samples' medians; None where a sample is missing or too short."""
+    if not all(samples):
         return None
     try:
-        _, low, high = bootstrap([a.rounds, b.rounds], lambda ma, mb: ma / mb)
+        _, low, high = bootstrap(samples, statistic)
     except TooFewRounds:
         return None
     return low, high
+
+
+def time_ratio(a: Record | None, b: Record | None) -> tuple[float, float] | None:
+    """95% interval of median(a) / median(b) from both cases' rounds, where both were saved."""
+    return None if a is None or b is None else _bounds([a.rounds, b.rounds], lambda ma, mb: ma / mb)
 
 
 def _forward_memory(passes: dict[str, Record]) -> float | None:
@@ -177,13 +182,8 @@ def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
 
 
 def _interval(samples, statistic) -> str:
-    if not all(samples):
-        return ""
-    try:
-        _, low, high = bootstrap(samples, statistic)
-    except TooFewRounds:
-        return ""
-    return f" [{low:.3f}x, {high:.3f}x]"
+    bounds = _bounds(samples, statistic)
+    return "" if bounds is None else f" [{bounds[0]:.3f}x, {bounds[1]:.3f}x]"
 
 
 def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
