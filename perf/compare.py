@@ -45,10 +45,6 @@ def _judge(value: float, low: float | None, high: float | None, threshold: float
     return REGRESSED if low > threshold else IMPROVED if high < -threshold else NOISE
 
 
-def _rounds(rec: Record) -> tuple[float, ...] | None:
-    return rec.rounds or None
-
-
 def _reference(run: Run, rec: Record, model: str) -> Record | None:
     return next((r for r in run.records.values()
                  if r.model == model and r.group == rec.group and r.pass_ == rec.pass_), None)
@@ -74,13 +70,13 @@ def time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, 
             ref_a, ref_b = _reference(a_run, a, normalize), _reference(b_run, b, normalize)
             if ref_a is None or ref_b is None:
                 return Change(a.id, "time", None, verdict=NOISE, note=f"no {normalize} case to normalise by")
-            samples = [_rounds(r) for r in (a, ref_a, b, ref_b)]
+            samples = [r.rounds for r in (a, ref_a, b, ref_b)]
             if all(samples):
                 est, low, high = normalised_change(*samples)
                 return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold), f"over {normalize}'s")
             est = (b.median_s / ref_b.median_s) / (a.median_s / ref_a.median_s) - 1
         else:
-            if _rounds(a) and _rounds(b):
+            if a.rounds and b.rounds:
                 est, low, high = change(a.rounds, b.rounds)
                 return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold))
             est = b.median_s / a.median_s - 1
