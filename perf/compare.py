@@ -3,6 +3,9 @@
 A time change counts only when its whole 95% interval (``perf.stats``,
 a bootstrap of the rounds) lies beyond the threshold: a change of +12%
 [-3%, +27%] is noise, +25% [+15%, +36%] at a 10% threshold a regression.
+A plain change must also hold over the machine probe (``perf.probe``,
+timed before every round): a case that is 30% slower because the whole
+machine was 30% slower that minute has not regressed.
 Exact measurements (memory, fit RMSE, the gradient check) compare as they are.
 Runs saved without their rounds fall back to comparing medians, and say so.
 """
@@ -50,6 +53,14 @@ def _reference(run: Run, rec: Record, model: str) -> Record | None:
                  if r.model == model and r.group == rec.group and r.pass_ == rec.pass_), None)
 
 
+def _over_probe(a: Record, b: Record) -> tuple[float, float, float] | None:
+    """The change of the rounds divided by the machine probe timed before each; None without probe rounds."""
+    pa, pb = a.info.get("probe_ratios"), b.info.get("probe_ratios")
+    if pa and pb and a.info.get("probe_version") == b.info.get("probe_version"):
+        return change(pa, pb)
+    return None
+
+
 def time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, normalize: str | None) -> Change | None:
     """The timed change of one case; None where time is not compared (the reference itself, fit cases)."""
     if a.pass_ == "fit" or (normalize and a.model == normalize):
@@ -78,7 +89,12 @@ def time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, 
         else:
             if a.rounds and b.rounds:
                 est, low, high = change(a.rounds, b.rounds)
-                return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold))
+                verdict, machine = _judge(est, low, high, threshold), _over_probe(a, b)
+                if machine is None:
+                    return Change(a.id, "time", est, low, high, verdict, "no machine probe")
+                if _judge(*machine, threshold) != verdict:
+                    verdict = NOISE  # the machine moved with the case: no evidence about the code
+                return Change(a.id, "time", est, low, high, verdict, f"over the machine probe {fmt_change(*machine)}")
             est = b.median_s / a.median_s - 1
     except TooFewRounds as e:
         raise ReportError(f"{a.id}: {e} (time more rounds: raise --perf-seconds)") from None
@@ -137,8 +153,11 @@ def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None
     if any(c.low is None and c.value is not None for c in timed):
         out.append("note: some cases have no saved rounds (saved without --benchmark-save-data): their time is "
                    "judged on medians alone, without an interval")
-    per = f" over {normalize}'s" if normalize else ""
-    out.append(f"rule: time{per} regressed or improved when its whole 95% interval lies beyond ±{threshold:.0%} "
+    if any(c.note == "no machine probe" for c in timed):
+        out.append("note: some cases have no machine probe (saved before perf.probe): their plain change cannot tell "
+                   "the machine's drift from the code's; compare them with --normalize mlp")
+    per = f" over {normalize}'s" if normalize else ", and so does its interval over the machine probe"
+    out.append(f"rule: time regressed or improved when its whole 95% interval lies beyond ±{threshold:.0%}{per} "
                f"(bootstrap of the rounds); memory beyond ±{memory_threshold:.0%}; fit RMSE and accuracy-case metrics "
                f"worse by more than {threshold:.0%}; the gradient check as measured")
     for verdict in (REGRESSED, IMPROVED):

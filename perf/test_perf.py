@@ -10,6 +10,8 @@ from fastkan.peers import PEERS
 from perf.cases import CONFIGS, Setup, models
 from perf.gradcheck import check_model
 from perf.measure import measure
+from perf.probe import VERSION as PROBE_VERSION
+from perf.probe import probe
 
 
 def _timed(prepare, run) -> float:
@@ -67,7 +69,7 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     benchmark.extra_info.update(measure(setup))
     prepare, run = setup.pass_fns()
 
-    reference_times = []
+    reference_times, probe_times = [], []
     if perf_reference and perf_reference != case.model and not models()[perf_reference].missing:
         # The reference runs just before every round of the case, so both see the
         # same machine: their ratio cancels the slow drifts of a shared runner.
@@ -78,11 +80,21 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
             reference_times.append(_timed(ref_prepare, ref_run))
             return case_prepare()
 
+    machine, inner_prepare = probe(setup.device), prepare
+
+    def prepare():
+        probe_times.append(_timed(lambda: ((), {}), machine))
+        return inner_prepare()
+
     rounds = 1 if benchmark.disabled else _rounds(_timed(prepare, run), perf_seconds)
     benchmark.pedantic(run, setup=prepare, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
+    data = benchmark.stats.stats.data if benchmark.stats else []
+    if data:
+        # Each timed round is preceded by its own probe (and reference) run: pair them up.
+        probes = probe_times[-len(data):]
+        benchmark.extra_info.update(probe_version=PROBE_VERSION, probe_median_s=statistics.median(probes),
+                                    probe_ratios=[c / p for c, p in zip(data, probes)])
     if reference_times:
-        # Each timed round is preceded by its own reference run: pair them up.
-        data = benchmark.stats.stats.data if benchmark.stats else []
         paired = [c / r for c, r in zip(data, reference_times[-len(data):]) if r > 0] if data else []
         benchmark.extra_info.update(
             reference_model=perf_reference,

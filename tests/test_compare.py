@@ -17,8 +17,9 @@ def rounds(median_ms, n=40, spread=0.05, seed=0, factor=1.0):
     return list(median_ms * factor / 1e3 * np.exp(g.normal(0, spread, n)))
 
 
-def write(path, cases, machine=MACHINE, reference=None):
-    """cases: model -> {pass: round times (s)}; reference: model -> {pass: per-round ratios}."""
+def write(path, cases, machine=MACHINE, reference=None, probe=None):
+    """cases: model -> {pass: round times (s)}; reference: model -> {pass: per-round ratios};
+    probe: the machine probe's time per round (s), same for every case."""
     benches = []
     for model, passes in cases.items():
         for p, data in passes.items():
@@ -28,6 +29,8 @@ def write(path, cases, machine=MACHINE, reference=None):
             if reference and model in reference:
                 entry["extra_info"].update(reference_model="mlp", reference_ratios=reference[model][p],
                                            reference_ratio=float(np.median(reference[model][p])))
+            if probe is not None:
+                entry["extra_info"].update(probe_version=1, probe_ratios=[t / q for t, q in zip(data, probe)])
             benches.append(entry)
     path.write_text(json.dumps({"machine_info": machine, "commit_info": {}, "benchmarks": benches,
                                 "datetime": "2026-11-29T00:00:00", "version": "5.3.1"}))
@@ -83,6 +86,35 @@ def test_the_interval_covers_the_true_ratio():
         _, low, high = stats.change(a, b, seed=seed)
         covered += low <= 0.2 <= high
     assert covered >= 90
+
+
+def test_a_machine_that_was_slower_is_not_a_regression(tmp_path, capsys):
+    # Run B's machine was 30% slower throughout: every case and the probe before each round with it.
+    probe_a, probe_b = rounds(0.1, seed=7, spread=0.02), rounds(0.1, seed=8, spread=0.02, factor=1.3)
+    a = write(tmp_path / "a.json", field(0, noise=0.02), probe=probe_a)
+    b = write(tmp_path / "b.json", field(100, slower=1.3, noise=0.02), probe=probe_b)
+    for other in ("bspline", "mlp"):  # field() slows one model; the machine slows them all
+        data = json.loads(b.read_text())
+        for entry in data["benchmarks"]:
+            if entry["param"].startswith(other + "/"):
+                entry["stats"]["data"] = [t * 1.3 for t in entry["stats"]["data"]]
+        b.write_text(json.dumps(data))
+    assert main(["--compare", str(a), str(b), "--threshold", "0.1", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("fastkan-gaussian/seed-300k/cpu/forward"))
+    assert float(line.split()[2].strip("%")) > 25  # the plain change is reported as it is
+    assert "over the machine probe" in line and "regressed (0)" in out
+    # The same case 1.5x slower on an unchanged machine: the probe stays, the case moves.
+    c = write(tmp_path / "c.json", field(100, slower=1.5, noise=0.02), probe=rounds(0.1, seed=9, spread=0.02))
+    assert main(["--compare", str(a), str(c), "--threshold", "0.1"]) == 3
+    assert "regressed (2):" in capsys.readouterr().out
+
+
+def test_runs_without_a_probe_say_so(tmp_path, capsys):
+    a = write(tmp_path / "a.json", field(0))
+    b = write(tmp_path / "b.json", field(100))
+    assert main(["--compare", str(a), str(b)]) == 0
+    assert "some cases have no machine probe" in capsys.readouterr().out
 
 
 def test_normalised_comparison_uses_the_per_round_ratios(tmp_path, capsys):

@@ -219,6 +219,11 @@ def test_reference_is_timed_inside_each_case(suite):
         info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
         assert info["reference_model"] == "mlp" and info["reference_median_s"] > 0
         assert "reference_model" not in benches[f"mlp/tiny/cpu/{p}"]
+    # Every case, the reference's own included, times the machine probe before each round.
+    for case, info in benches.items():
+        data = next(b["stats"]["data"] for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]
+                    if b["param"] == case)
+        assert info["probe_version"] == 1 and info["probe_median_s"] > 0 and len(info["probe_ratios"]) == len(data)
 
 
 def test_skip_summary_counts_each_reason_once():
