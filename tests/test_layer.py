@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, matched_mlp
+from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 from fastkan.mlp import matched_hidden
 
 
@@ -114,13 +115,14 @@ def test_fused_path_matches_reference_float32(basis, batch, out):
 
 @pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "expit", "centred-expit"])
 @pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64)])
-def test_square_shortcut_is_accurate_in_float32(basis, grid):
-    # The fused path gets d**2 of these bases as one sum of large terms, and
-    # the input gradient as v * S1 - S2; both must stay as accurate as the
-    # plain d * d where the bumps matter.
+@pytest.mark.parametrize("out", [3, 1], ids=["input-major", "centre-major"])
+def test_square_shortcut_is_accurate_in_float32(basis, grid, out):
+    # The fused path gets d**2 of these bases as one sum of large terms (one
+    # output: as a square of d), and the input gradient as v * S1 - S2; both
+    # must stay as accurate as the plain d * d where the bumps matter.
     lo, hi, g = grid
     torch.manual_seed(0)
-    layer = FastKANLayer(16, 3, grid_min=lo, grid_max=hi, num_grids=g, basis=basis, use_layernorm=False)
+    layer = FastKANLayer(16, out, grid_min=lo, grid_max=hi, num_grids=g, basis=basis, use_layernorm=False)
     x = lo + (hi - lo) * torch.rand(50, 16)
     x[0] = 1e12  # and far outside the grid
     x.requires_grad_()
@@ -128,20 +130,21 @@ def test_square_shortcut_is_accurate_in_float32(basis, grid):
     for fused in (True, False):
         layer.fused = fused
         y = layer(x)
-        (gx,) = torch.autograd.grad((y * torch.arange(3.0)).sum(), x)
+        (gx,) = torch.autograd.grad((y * torch.arange(1.0, out + 1.0)).sum(), x)
         results.append((y, gx * (hi - lo) / g))  # gradients in units of the grid spacing
     torch.testing.assert_close(results[0][0], results[1][0], rtol=2e-4, atol=2e-5)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=2e-4, atol=2e-4)
 
 
-def test_fused_path_blocks_match_one_block(monkeypatch, fused_path):
+@pytest.mark.parametrize("out", [3, 1], ids=["input-major", "centre-major"])
+def test_fused_path_blocks_match_one_block(monkeypatch, fused_path, out):
     import fastkan.fused as fused
 
     if fused_path == "kept":
         pytest.skip("a kept basis is built in one block")
 
     torch.manual_seed(0)
-    layer = FastKANLayer(50, 3, dtype=torch.float64)
+    layer = FastKANLayer(50, out, dtype=torch.float64)
     x = torch.randn(20, 50, dtype=torch.float64, requires_grad=True)
     y1 = layer(x)
     g1 = torch.autograd.grad(y1.sum(), [x, layer.spline_linear.weight])
@@ -348,6 +351,27 @@ def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(m
     assert calls == [1280, 1280]
     with pytest.raises(ValueError, match="keep_basis_bytes"):
         FastKANLayer(5, 2, keep_basis_bytes=-1)
+
+
+def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(monkeypatch):
+    import fastkan.fused as fused
+
+    calls = []
+    real = fused._OneOutput.apply
+    monkeypatch.setattr(fused._OneOutput, "apply", lambda *a: calls.append(a[4].name) or real(*a))
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)
+    x = torch.randn(6, 5)
+    for basis in BASES:
+        FastKANLayer(5, 1, basis=basis)(x).sum().backward()
+    FastKANLayer(5, 2)(x).sum().backward()  # two outputs: the input-major path
+    FastKANLayer(5, 1, train_grid=True)(x).sum().backward()  # a trained grid: the general backward
+    assert calls == [b for b in BASES if b in OF_NEG_SQUARE_DERIVATIVES]
+    layer = FastKANLayer(5, 1)
+    y = layer(x)
+    y.sum().backward(retain_graph=True)
+    g1 = layer.spline_linear.weight.grad.clone()
+    y.sum().backward()  # a second backward sees the same kept basis
+    torch.testing.assert_close(layer.spline_linear.weight.grad, 2 * g1)
 
 
 def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
