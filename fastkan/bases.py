@@ -111,7 +111,11 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
 def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
     """fast-kan's radial basis ``exp(-|d|**exponent)`` (exponent 2: Gaussian)."""
     if exponent == 2.0:
-        return torch.exp(-(d * d).clamp(max=_EXP_CAP))
+        square = d * d
+        # The cap changes only bumps below exp(-64), whose gradient is as negligible as their
+        # value; applied outside autograd, it costs backward no mask (small calls pay per operation).
+        square.detach().clamp_(max=_EXP_CAP)
+        return torch.exp(square.neg_())
     return torch.exp(-_abs_pow(d, exponent).clamp(max=_EXP_CAP))
 
 

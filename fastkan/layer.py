@@ -166,13 +166,14 @@ class FastKANLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_last_dim(x, self.input_dim, type(self).__name__)
-        lead = x.shape[:-1]
-        x = x.reshape(-1, self.input_dim)
+        lead = x.shape[:-1] if x.dim() != 2 else None  # a batch of vectors needs no reshaping (small calls pay per op)
+        if lead is not None:
+            x = x.reshape(-1, self.input_dim)
         u = self.layernorm(x) if self.layernorm is not None else x
         y = self.spline(u)
         if self.base_linear is not None:
             y = y + self.base_linear(self.base_activation(x))
-        return y.reshape(*lead, self.output_dim)
+        return y if lead is None else y.reshape(*lead, self.output_dim)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # fast-kan names the basis module "rbf"; accept its checkpoints as they are.
