@@ -104,6 +104,15 @@ class _Distances:
         return (d if self.centre_major else d.view(self.n, m * g)), v
 
 
+def _refuse_double_backward() -> None:
+    if torch.is_grad_enabled():
+        # A graph of this backward would silently miss the basis' second derivative.
+        raise RuntimeError(
+            "the fused FastKAN spline path has no double backward (create_graph=True); "
+            "build the layer with fused=False for higher derivatives"
+        )
+
+
 class _FusedSpline(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis, keep_bytes: int) -> Tensor:
@@ -129,12 +138,7 @@ class _FusedSpline(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        if torch.is_grad_enabled():
-            # A graph of this backward would silently miss the basis' second derivative.
-            raise RuntimeError(
-                "the fused FastKAN spline path has no double backward (create_graph=True); "
-                "build the layer with fused=False for higher derivatives"
-            )
+        _refuse_double_backward()
         u, grid, h, weight, phi = ctx.saved_tensors
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis
@@ -173,11 +177,7 @@ class _OneOutput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "the fused FastKAN spline path has no double backward (create_graph=True); "
-                "build the layer with fused=False for higher derivatives"
-            )
+        _refuse_double_backward()
         u, grid, h, weight, kept = ctx.saved_tensors
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
         n, in_dim = u.shape

@@ -201,8 +201,9 @@ def test_fastkan_and_bspline_kan_gradcheck():
         assert gradcheck_module(model, x)
 
 
-def test_fused_backward_is_once_differentiable():
-    layer = FastKANLayer(3, 2, dtype=torch.float64)
+@pytest.mark.parametrize("out", [2, 1], ids=["input-major", "centre-major"])
+def test_fused_backward_is_once_differentiable(out):
+    layer = FastKANLayer(3, out, dtype=torch.float64)
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     with pytest.raises(RuntimeError, match="fused=False"):
         torch.autograd.grad(layer(x).sum(), x, create_graph=True)
