@@ -187,3 +187,25 @@ def test_format_of_a_change():
     assert stats.fmt_change(0.041, -0.02, 0.103) == "+4.1% [-2.0%, +10.3%]"
     with pytest.raises(stats.TooFewRounds):
         stats.change([1, 2], [1, 2, 3, 4, 5])
+
+
+def test_noise_judge_counts_false_alarms_planted_slowdowns_and_memory(tmp_path):
+    from perf.noise import MEMORY_CASE, judge, plant_memory
+    from perf.runs import load
+
+    probe = rounds(0.1, seed=7, spread=0.02)
+    base = load(write(tmp_path / "base.json", field(0, noise=0.02), probe=probe))
+    same = [load(write(tmp_path / f"same{i}.json", field(10 + i, noise=0.02), probe=probe)) for i in range(3)]
+    slow = [load(write(tmp_path / f"slow{i}.json", field(20 + i, slower=1.5, noise=0.02), probe=probe)) for i in range(3)]
+    planted = ["fastkan-gaussian/seed-300k/cpu/forward"]
+    quiet = judge(base, same, 0.1, None)
+    assert quiet["flagged"] == [[], [], []] and quiet["widest"] is not None
+    loud = judge(base, slow, 0.1, None, planted)
+    assert all(f"{planted[0]} (time)" in f for f in loud["flagged"])
+    assert all(run[planted[0]].startswith("+") for run in loud["planted"])
+    # The memory plant grows exactly one case's saved bytes by 10%, which the exact rule flags.
+    case = MEMORY_CASE.replace("mnist", "seed-300k")
+    data = json.loads((tmp_path / "same0.json").read_text())
+    assert any(b["param"] == case for b in data["benchmarks"])
+    grown = plant_memory(tmp_path / "same0.json", case)
+    assert judge(base, [load(grown)], 0.1, None)["flagged"][0] == [f"{case} (memory)"]
