@@ -52,6 +52,11 @@ def _step(n: int, in_dim: int, num_grids: int, whole: bool = False) -> int:
     return in_dim if whole else min(in_dim, max(1, _block_elements() // max(1, n * num_grids)))
 
 
+def _keeps(u: Tensor, num_grids: int, keep_bytes: int) -> bool:
+    """Whether the (N, in, G) basis of ``u`` fits the budget for keeping it until backward."""
+    return u.numel() * num_grids * u.element_size() <= keep_bytes
+
+
 def _blocks(in_dim: int, step: int):
     for start in range(0, in_dim, step):
         yield start, min(in_dim, start + step)
@@ -87,6 +92,11 @@ class _Distances:
         """v = u - centre (clamped) of inputs a..b, as (N, block)."""
         return (self.u[:, a:b] - self.centre).clamp_(-self.far, self.far)
 
+    def gradient_rows(self) -> Tensor:
+        """(2, G): rows 1 and -c, times -2 / h**2; with P * k'(-d**2) as (G, ...) they give the input
+        gradient of a basis of -d**2 as v * S1 + S2 (see ``_backward_neg_square``)."""
+        return torch.stack([torch.ones_like(self.c), -self.c]) * (-2.0 * self.inv_h * self.inv_h)
+
     def block(self, a: int, b: int) -> tuple[Tensor, Tensor]:
         """(d or -d**2 of inputs a..b, v as (N, block)); d is valid until the next call."""
         m, g = b - a, self.c.numel()
@@ -119,7 +129,7 @@ class _FusedSpline(torch.autograd.Function):
         n, in_dim = u.shape
         g = grid.numel()
         # A kept basis is built in one block: it is stored whole anyway.
-        keep = n * in_dim * g * u.element_size() <= keep_bytes
+        keep = _keeps(u, g, keep_bytes)
         step = _step(n, in_dim, g, keep)
         neg_square = _neg_square(basis, u)
         dist = _Distances(u, grid, h, step, neg_square)
@@ -162,7 +172,7 @@ class _OneOutput(torch.autograd.Function):
     def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis, keep_bytes: int) -> Tensor:
         n, in_dim = u.shape
         g = grid.numel()
-        keep = n * in_dim * g * u.element_size() <= keep_bytes
+        keep = _keeps(u, g, keep_bytes)
         cols = _Distances(u, grid, h, _step(n, in_dim, g, keep), neg_square=True, centre_major=True)
         out = u.new_zeros(n)
         phi = None
@@ -185,8 +195,7 @@ class _OneOutput(torch.autograd.Function):
         cols = _Distances(u, grid, h, in_dim if kept is not None else _step(n, in_dim, g), neg_square=True,
                           centre_major=True)
         go = grad_out[:, 0]
-        # Rows (1, c) weighted by -2 / h**2: (S1, S2) = sums over centres of P * k' and of P * k' * c.
-        sums = torch.stack([torch.ones_like(cols.c), cols.c]) * (-2.0 * cols.inv_h * cols.inv_h)  # (2, G)
+        sums = cols.gradient_rows()
         grad_u = torch.empty_like(u) if need_u else None
         grad_w = torch.empty_like(weight) if need_w else None
         for a, b in _blocks(in_dim, cols.step):
@@ -196,11 +205,11 @@ class _OneOutput(torch.autograd.Function):
                 for k in range(g):
                     torch.mv(phi[k].t(), go, out=gw[:, k])
             if need_u:
-                w = weight[0, a * g : b * g].view(b - a, g).t().contiguous()  # (G, block); strided, the product below is 4x slower
+                # (G, block), contiguous: multiplying by the strided view took twice the time.
+                w = weight[0, a * g : b * g].view(b - a, g).t().contiguous()
                 q = torch.mul(ctx.basis.of_neg_square_derivative(phi), w[:, None, :])
                 s12 = torch.mm(sums, q.view(g, -1)).view(2, n, b - a)
-                v = cols.values(a, b)
-                grad_u[:, a:b] = torch.addcmul(s12[1].neg_(), v, s12[0]).mul_(go[:, None])
+                grad_u[:, a:b] = torch.addcmul(s12[1], cols.values(a, b), s12[0]).mul_(go[:, None])
         return grad_u, None, None, grad_w, None, None
 
 
@@ -256,7 +265,7 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, ke
     step = _step(n, in_dim, g, kept is not None)
     dist = _Distances(u, grid, h, step, neg_square=True)
     single = weight.shape[0] == 1  # grad_out is then applied after the sum over centres
-    sums = torch.stack([torch.ones_like(dist.c), -dist.c]) * (-2.0 * dist.inv_h * dist.inv_h)  # (2, G)
+    sums = dist.gradient_rows()
     grad_u = torch.empty_like(u) if need_u else None
     grad_w = _WeightGrad(u, weight, grad_out, step == in_dim) if need_w else None
     for a, b in _blocks(in_dim, step):

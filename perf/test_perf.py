@@ -21,6 +21,16 @@ def _timed(prepare, run) -> float:
     return time.perf_counter() - start
 
 
+def _timing_first(prepare, times: list, other_prepare, other_run):
+    """``prepare`` that first times another pass (the reference, the probe) into ``times``."""
+
+    def both():
+        times.append(_timed(other_prepare, other_run))
+        return prepare()
+
+    return both
+
+
 def _rounds(once: float, seconds: float) -> int:
     return int(min(1000, max(5, seconds / max(once, 1e-9))))
 
@@ -73,18 +83,9 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     if perf_reference and perf_reference != case.model and not models()[perf_reference].missing:
         # The reference runs just before every round of the case, so both see the
         # same machine: their ratio cancels the slow drifts of a shared runner.
-        ref_prepare, ref_run = Setup(dataclasses.replace(case, model=perf_reference)).pass_fns()
-        case_prepare = prepare
-
-        def prepare():
-            reference_times.append(_timed(ref_prepare, ref_run))
-            return case_prepare()
-
-    machine, inner_prepare = probe(setup.device), prepare
-
-    def prepare():
-        probe_times.append(_timed(lambda: ((), {}), machine))
-        return inner_prepare()
+        prepare = _timing_first(prepare, reference_times,
+                                *Setup(dataclasses.replace(case, model=perf_reference)).pass_fns())
+    prepare = _timing_first(prepare, probe_times, lambda: ((), {}), probe(setup.device))
 
     rounds = 1 if benchmark.disabled else _rounds(_timed(prepare, run), perf_seconds)
     benchmark.pedantic(run, setup=prepare, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
