@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import compiled
+
 # Basis values per block and torch thread (1 MiB in float32, about a core's
 # L2 cache). Measured on seed-300k and kanbench-10m layers: with 1 thread,
 # 2**17 to 2**19 per block time alike; with 2 threads, blocks of 2**17 took
@@ -201,9 +203,9 @@ class _OneOutput(torch.autograd.Function):
         for a, b in _blocks(in_dim, cols.step):
             phi = kept if kept is not None else ctx.basis.of_neg_square(cols.block(a, b)[0])
             if need_w:
-                gw = grad_w[0, a * g : b * g].view(b - a, g)
-                for k in range(g):
-                    torch.mv(phi[k].t(), go, out=gw[:, k])
+                # One batched product, (N,) @ (G, N, block): torch.mv into strided columns of grad_w
+                # would not trace in a model the user compiles.
+                grad_w[0, a * g : b * g].view(b - a, g).copy_(torch.matmul(go, phi).t())
             if need_u:
                 # (G, block), contiguous: multiplying by the strided view took twice the time.
                 w = weight[0, a * g : b * g].view(b - a, g).t().contiguous()
@@ -350,5 +352,9 @@ def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None 
     if u.shape[0] == 0:
         return u.new_zeros(0, weight.shape[0]) + 0 * weight.sum()  # keeps the graph for empty batches
     keep = KEEP_BASIS_BYTES if keep_basis_bytes is None else keep_basis_bytes
-    fn = _OneOutput if _one_output(basis, u, weight) else _FusedSpline
-    return fn.apply(u, basis.grid, basis.denominator, weight, basis, keep)
+    one = _one_output(basis, u, weight)
+    if one and compiled.available(u):
+        y = compiled.one_output(u, basis, weight)
+        if y is not None:
+            return y
+    return (_OneOutput if one else _FusedSpline).apply(u, basis.grid, basis.denominator, weight, basis, keep)

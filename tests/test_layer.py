@@ -13,18 +13,24 @@ from fastkan.mlp import matched_hidden
 
 
 # Every test here runs once per evaluation path of the fused layer: the basis rebuilt in backward
-# block by block, and the basis kept for backward; with the plain composition for small calls
-# switched off, since these tests' shapes are small.
-PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0},
-         "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0}}
+# block by block, the basis kept for backward (both eager), and the compiled one-output kernels
+# (fastkan.compiled); with the plain composition for small calls switched off, since these tests'
+# shapes are small.
+PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False},
+         "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
+         "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True}}
 
 
 @pytest.fixture(autouse=True, params=list(PATHS))
 def fused_path(request, monkeypatch):
+    import fastkan.compiled as compiled
     import fastkan.fused as fused
 
     for name, value in PATHS[request.param].items():
-        monkeypatch.setattr(fused, name, value)
+        if name == "compiled":
+            monkeypatch.setattr(compiled, "ENABLED", value)
+        else:
+            monkeypatch.setattr(fused, name, value)
     return request.param
 
 
@@ -142,6 +148,8 @@ def test_fused_path_blocks_match_one_block(monkeypatch, fused_path, out):
 
     if fused_path == "kept":
         pytest.skip("a kept basis is built in one block")
+    if fused_path == "compiled" and out == 1:
+        pytest.skip("the compiled one-output kernels work on the whole input, in no blocks")
 
     torch.manual_seed(0)
     layer = FastKANLayer(50, out, dtype=torch.float64)
@@ -321,11 +329,13 @@ def test_bad_model_sizes():
         BSplineKAN([2, 2], grid_range=(1.0, -1.0))
 
 
-def test_fused_path_compiles_without_graph_breaks():
+@pytest.mark.parametrize("out", [3, 1])
+def test_fused_path_compiles_without_graph_breaks(out):
     # --perf-mode=compile times compiled models: the fused Function must trace
-    # whole (fullgraph) and agree with eager in values and gradients.
+    # whole (fullgraph) and agree with eager in values and gradients (one output: in the
+    # user's compilation the eager centre-major path is traced, not fastkan.compiled's kernels).
     torch.manual_seed(0)
-    layer = FastKANLayer(5, 3, num_grids=4)
+    layer = FastKANLayer(5, out, num_grids=4)
     x = torch.randn(7, 5)
     compiled = torch.compile(layer, fullgraph=True)
     y = compiled(x)
@@ -354,19 +364,25 @@ def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(m
         FastKANLayer(5, 2, keep_basis_bytes=-1)
 
 
-def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(monkeypatch):
+def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(monkeypatch, fused_path):
+    import fastkan.compiled as compiled
     import fastkan.fused as fused
 
     calls = []
-    real = fused._OneOutput.apply
-    monkeypatch.setattr(fused._OneOutput, "apply", lambda *a: calls.append(a[4].name) or real(*a))
-    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)
+    # With the compiled kernels on, they take these layers; else the eager centre-major path does.
+    one_output = compiled.OneOutput if fused_path == "compiled" else fused._OneOutput
+    real = one_output.apply
+    monkeypatch.setattr(one_output, "apply", lambda *a: calls.append(a) or real(*a))
     x = torch.randn(6, 5)
+    took = []
     for basis in BASES:
         FastKANLayer(5, 1, basis=basis)(x).sum().backward()
+        took += [basis] * len(calls)
+        calls.clear()
     FastKANLayer(5, 2)(x).sum().backward()  # two outputs: the input-major path
     FastKANLayer(5, 1, train_grid=True)(x).sum().backward()  # a trained grid: the general backward
-    assert calls == [b for b in BASES if b in OF_NEG_SQUARE_DERIVATIVES]
+    assert calls == []
+    assert took == [b for b in BASES if b in OF_NEG_SQUARE_DERIVATIVES]
     layer = FastKANLayer(5, 1)
     y = layer(x)
     y.sum().backward(retain_graph=True)

@@ -1,0 +1,120 @@
+"""The spline path of one-output layers on the CPU, as TorchInductor kernels: no basis tensor at all.
+
+A layer with one output and a basis of ``-d**2`` on a frozen grid computes
+``out[n] = sum over i, k of w[k, i] * basis(-d[n, k, i]**2)``, a plain
+reduction: TorchInductor compiles it (and its backward, two reductions) into
+one vectorised loop each, with no (N, in, G) tensor ever written. On this
+project's CPU the loop took about a third of the eager centre-major path's
+time for the seed's [10000 -> 1] layer. Compiling needs a C++ compiler; where
+it fails, the first call warns once and the layer keeps the eager path.
+``ENABLED = False`` (or ``FASTKAN_COMPILE=0`` in the environment) always
+takes the eager path.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import warnings
+
+import torch
+from torch import Tensor
+
+ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
+
+# Backward clamps u to within this many widths of the grid, as fastkan.fused does: an infinite d**2
+# would give a capped basis value times an unbounded d. Forward needs no clamp (the basis of an
+# infinite d**2 is the capped value either way), and clamping every d there cost it a quarter of its time.
+_FAR = 1e6
+_KERNELS: dict = {}
+_broken: list[str] = []  # why compiling failed on this machine, once it has
+
+
+def _reductions(of_neg_square, derivative):
+    """The forward and backward reductions of a basis ``of_neg_square`` with that ``derivative``."""
+
+    def forward(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor) -> Tensor:
+        """u (N, in), c (G,), w (G, in) -> (N,)."""
+        d = (u[:, None, :] - c[:, None]) * inv_h
+        return (of_neg_square(-(d * d)) * w).sum((1, 2))
+
+    def backward(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor, go: Tensor):
+        """(grad_w (G, in), grad_u (N, in)) for the output gradient go (N,); u clamped to the grid +- _FAR h."""
+        d = (u[:, None, :] - c[:, None]) * inv_h
+        phi = of_neg_square(-(d * d))
+        grad_w = (phi * go[:, None, None]).sum(0)
+        grad_u = (derivative(phi) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
+        return grad_w, grad_u
+
+    return forward, backward
+
+
+def _own_code(fn):
+    # Dynamo keeps compiled graphs, and its limit of recompilations, per code object: each basis
+    # and dtype gets its own, so that many of them in one process do not push later ones back to eager.
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def _kernels(basis, dtype: torch.dtype):
+    """(forward, backward) for this basis and dtype, compiled and tried once on a small input; None if that fails."""
+    key = (basis.name, dtype)
+    if key not in _KERNELS:
+        k = tuple(torch.compile(_own_code(f), dynamic=True, fullgraph=True)
+                  for f in _reductions(basis.of_neg_square, basis.of_neg_square_derivative))
+        # Compiled here for symbolic sizes (and without grad, as autograd calls them), so later calls of
+        # any size but 0 and 1 reuse the code; a failure surfaces now, in forward, where the eager path
+        # can still take over.
+        u, c = torch.randn(3, 5, dtype=dtype), torch.linspace(-1, 1, basis.num_grids, dtype=dtype)
+        w, inv_h = torch.randn(c.numel(), 5, dtype=dtype), torch.tensor(2.0, dtype=dtype)
+        try:
+            with torch.no_grad():
+                k[0](u, c, inv_h, w)
+                k[1](u, c, inv_h, w, torch.randn(3, dtype=dtype))
+        except Exception as e:  # noqa: BLE001: whatever the compiler's failure, the eager path works
+            _broken.append(f"{type(e).__name__}: {e}")
+            warnings.warn(f"fastkan could not compile its CPU kernels and takes the eager path: {_broken[0][:500]}",
+                          RuntimeWarning, stacklevel=4)
+            k = None
+        _KERNELS[key] = k
+    return _KERNELS[key]
+
+
+def available(u: Tensor) -> bool:
+    """Whether a call on ``u`` may take the compiled kernels (the basis and weight checked by the caller)."""
+    from .fused import _is_compiling
+
+    # Inside a model the user compiles, the eager path is traced and fused by that compilation.
+    return ENABLED and not _broken and u.device.type == "cpu" and not _is_compiling()
+
+
+class OneOutput(torch.autograd.Function):
+    """u (N, in), weight (1, in * G) -> (N, 1), through the compiled reductions."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, kernels) -> Tensor:
+        w = weight.view(u.shape[1], grid.numel()).t().contiguous()
+        ctx.kernels = kernels
+        ctx.save_for_backward(u, grid, h, weight)
+        # detach(): a Parameter would be compiled for its own type and fixed size.
+        return kernels[0](u.detach(), grid.detach(), 1.0 / h, w)[:, None]
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        from .fused import _refuse_double_backward
+
+        _refuse_double_backward()
+        u, grid, h, weight = ctx.saved_tensors
+        in_dim, g = u.shape[1], grid.numel()
+        w = weight.view(in_dim, g).t().contiguous()
+        far = float(_FAR * h)  # this path runs on the CPU only: reading h costs nothing
+        v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
+        grad_w, grad_u = ctx.kernels[1](v, grid.detach(), 1.0 / h, w, grad_out[:, 0].contiguous())
+        need_u, _, _, need_w = ctx.needs_input_grad[:4]
+        return (grad_u if need_u else None, None, None,
+                grad_w.t().reshape(1, in_dim * g) if need_w else None, None)
+
+
+def one_output(u: Tensor, basis, weight: Tensor) -> Tensor | None:
+    """The compiled one-output spline (N, 1), or None where this machine cannot compile it."""
+    kernels = _kernels(basis, u.dtype)
+    return None if kernels is None else OneOutput.apply(u, basis.grid, basis.denominator, weight, kernels)

@@ -1,0 +1,91 @@
+"""fastkan.compiled: the one-output kernels agree with the eager path, fall back, and compile once per basis."""
+
+import pytest
+import torch
+
+import fastkan.compiled as compiled
+import fastkan.fused as fused
+from fastkan import FastKANLayer
+from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
+
+SQUARE_BASES = sorted(OF_NEG_SQUARE_DERIVATIVES)
+
+
+@pytest.fixture(autouse=True)
+def fused_only(monkeypatch):
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # these shapes are small
+
+
+def counting(monkeypatch):
+    calls = []
+    real = compiled.OneOutput.apply
+    monkeypatch.setattr(compiled.OneOutput, "apply", lambda *a: calls.append(a) or real(*a))
+    return calls
+
+
+def run(layer, x):
+    y = layer(x)
+    return (y, *torch.autograd.grad((y * torch.linspace(-1, 2, y.shape[0])[:, None]).sum(), [x, layer.spline_linear.weight]))
+
+
+@pytest.mark.parametrize("basis", SQUARE_BASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 5), (2, 1), (37, 300)])
+def test_compiled_one_output_matches_the_eager_path(monkeypatch, basis, dtype, shape):
+    # Every basis, both dtypes and sizes of 1 in one process: each (basis, dtype) compiles
+    # its own code, so none falls back to eager on dynamo's recompilation limit.
+    torch.manual_seed(0)
+    layer = FastKANLayer(shape[1], 1, basis=basis, use_layernorm=False, dtype=dtype)
+    x = (3 * torch.randn(*shape, dtype=dtype)).requires_grad_()
+    calls = counting(monkeypatch)
+    got = run(layer, x)
+    assert len(calls) == 1
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    want = run(layer, x)
+    assert len(calls) == 1
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("basis", SQUARE_BASES)
+def test_compiled_one_output_gradcheck(monkeypatch, basis):
+    torch.manual_seed(0)
+    layer = FastKANLayer(4, 1, num_grids=5, basis=basis, dtype=torch.float64)
+    calls = counting(monkeypatch)
+    w = layer.spline_linear.weight
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, w):
+        return torch.func.functional_call(layer, {"spline_linear.weight": w}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w.detach().clone().requires_grad_()))
+    assert calls
+
+
+def test_a_failed_compilation_warns_once_and_takes_the_eager_path(monkeypatch):
+    def no_compiler(fn, **options):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler here")
+        return fail
+
+    monkeypatch.setattr(compiled, "_KERNELS", {})
+    monkeypatch.setattr(compiled, "_broken", [])
+    monkeypatch.setattr(compiled.torch, "compile", no_compiler)
+    torch.manual_seed(0)
+    layer = FastKANLayer(6, 1)
+    x = torch.randn(5, 6, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="no C.. compiler here"):
+        got = run(layer, x)
+    assert not compiled.available(x)
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    for a, b in zip(got, run(layer, x)):
+        torch.testing.assert_close(a, b)
+
+
+def test_compiled_backward_refuses_double_backward():
+    layer = FastKANLayer(4, 1)
+    x = torch.randn(3, 4, requires_grad=True)
+    (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=False)
+    with pytest.raises(RuntimeError, match="fused=False"):
+        torch.autograd.grad(layer(x).sum(), x, create_graph=True)
