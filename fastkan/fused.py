@@ -341,6 +341,17 @@ def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
     return grad_u, grad_grid, grad_h, grad_w.result() if grad_w is not None else None
 
 
+def takes_plain(u: Tensor, basis, weight: Tensor) -> bool:
+    """Whether a call on u (N, in) is small enough for the plain composition to be the faster way."""
+    if u.is_cuda:
+        return False
+    values = u.numel() * basis.num_grids
+    if values > PLAIN_ELEMENTS:
+        return False
+    # The checks below cost a few percent of a small call's time: only sizes between the two limits pay them.
+    return values <= compiled.PLAIN_ELEMENTS or not (_one_output(basis, u, weight) and compiled.available(u))
+
+
 def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out).
 

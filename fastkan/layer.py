@@ -154,8 +154,7 @@ class FastKANLayer(nn.Module):
         """The spline path on normalised input: (N, in) -> (N, out)."""
         from . import fused
 
-        small = not u.is_cuda and u.shape[0] * self.input_dim * self.basis.num_grids <= fused.PLAIN_ELEMENTS
-        if not self.fused or small:
+        if not self.fused or fused.takes_plain(u, self.basis, self.spline_linear.weight):
             return self.spline_linear(self.basis(u).flatten(-2))
         if u.is_cuda and u.shape[0] > 0:
             from . import triton_spline
