@@ -56,14 +56,17 @@ def _reductions(of_neg_square, derivative):
 
 
 def _own_code(fn):
-    # Dynamo keeps compiled graphs, and its limit of recompilations, per code object: each basis
-    # and dtype gets its own, so that many of them in one process do not push later ones back to eager.
+    # Dynamo keeps compiled graphs, and its limit of recompilations, per code object: each basis,
+    # dtype and thread count gets its own, so that many of them in one process do not push later
+    # ones back to eager.
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 def _kernels(basis, dtype: torch.dtype):
     """(forward, backward) for this basis and dtype, compiled and tried once on a small input; None if that fails."""
-    key = (basis.name, dtype)
+    # Inductor builds the torch thread count into its CPU kernels, and nothing would recompile them
+    # when it changes: a thread count is part of the key.
+    key = (basis.name, dtype, torch.get_num_threads())
     if key not in _KERNELS:
         k = tuple(torch.compile(_own_code(f), dynamic=True, fullgraph=True)
                   for f in _reductions(basis.of_neg_square, basis.of_neg_square_derivative))

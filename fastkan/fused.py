@@ -6,7 +6,9 @@ Here the basis is built one cache-sized block of input features at a time
 and multiplied straight away; backward recomputes each block, so only the
 inputs are saved. Any registered basis works: its derivative is the one
 registered with it, else autograd on the block. A layer with one output
-and a basis of ``-d**2`` lays the basis out centre-major (``_OneOutput``).
+and a basis of ``-d**2`` on a frozen grid takes ``fastkan.compiled``'s kernels
+on the CPU where they compile, and otherwise lays the basis out centre-major
+(``_OneOutput``).
 """
 
 from __future__ import annotations

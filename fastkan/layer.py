@@ -88,8 +88,10 @@ class FastKANLayer(nn.Module):
     else by ``fastkan.fused``, which keeps the (N, input_dim * num_grids) basis
     for backward when it is at most ``keep_basis_bytes`` (default
     ``fastkan.fused.KEEP_BASIS_BYTES``) and otherwise rebuilds it there block by
-    block; on the CPU, calls of at most ``fastkan.fused.PLAIN_ELEMENTS`` basis
-    values take the plain composition, whose few operations cost less there.
+    block; on the CPU, one-output layers with a basis of ``-d**2`` run compiled
+    reductions that write no basis at all (``fastkan.compiled``), and calls of at
+    most ``fastkan.fused.PLAIN_ELEMENTS`` basis values (``fastkan.compiled.PLAIN_ELEMENTS``
+    for those layers) take the plain composition, whose few operations cost less there.
     ``fused=False`` always runs the plain composition, kept as the reference.
 
     ``layernorm_affine=False`` drops LayerNorm's scale and shift: the first

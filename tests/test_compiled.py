@@ -89,3 +89,17 @@ def test_compiled_backward_refuses_double_backward():
     (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=False)
     with pytest.raises(RuntimeError, match="fused=False"):
         torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+
+
+def test_each_thread_count_gets_its_own_kernels():
+    # Inductor builds the thread count into a CPU kernel; a kernel built for one count must not serve another.
+    layer = FastKANLayer(5, 1)
+    x = torch.randn(4, 5)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            layer(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert {("gaussian", torch.float32, 1), ("gaussian", torch.float32, 2)} <= set(compiled._KERNELS)
