@@ -13,10 +13,11 @@ from fastkan.mlp import matched_hidden
 
 
 # Every test here runs once per evaluation path of the fused layer: the basis rebuilt in backward
-# block by block, the basis kept for backward (both eager), and the compiled one-output kernels
+# block by block (test_backward_rebuilds_a_basis_whole_... covers it rebuilt whole), the basis kept
+# for backward (both eager), and the compiled one-output kernels
 # (fastkan.compiled); with the plain composition for small calls switched off, since these tests'
 # shapes are small.
-PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False},
+PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD_BYTES": 0, "compiled": False},
          "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
          "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True}}
 
@@ -403,3 +404,27 @@ def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
     layer.keep_basis_bytes = 0
     rebuilt = saved_tensor_bytes(layer, lambda: layer(x))
     assert kept - rebuilt == 20 * 50 * 8 * 4  # the (N, in * G) float32 basis
+
+
+@pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
+def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(monkeypatch, basis):
+    import fastkan.fused as fused
+    from perf.measure import saved_tensor_bytes
+
+    monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 0)
+    monkeypatch.setattr(fused, "_block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block
+    torch.manual_seed(0)
+    layer = FastKANLayer(10, 3, basis=basis)
+    x = torch.randn(20, 10, requires_grad=True)
+    results, saved, steps = [], [], []
+    real = fused._step
+    monkeypatch.setattr(fused, "_step", lambda *a: steps.append(real(*a)) or steps[-1])
+    for budget in (0, 1 << 20):
+        monkeypatch.setattr(fused, "WHOLE_BACKWARD_BYTES", budget)
+        y = layer(x)
+        results.append((y, *torch.autograd.grad((y * torch.arange(3.0)).sum(), [x, *(p for p in layer.parameters() if p.requires_grad)])))
+        saved.append(saved_tensor_bytes(layer, lambda: layer(x)))
+    assert steps[:2] == [3, 3] and 10 in steps[2:]  # blocks in the first backward, one whole block in the second
+    assert saved[0] == saved[1]
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
