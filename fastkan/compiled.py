@@ -2,8 +2,8 @@
 
 A layer with one output and a basis of ``-d**2`` on a frozen grid computes
 ``out[n] = sum over i, k of w[k, i] * basis(-d[n, k, i]**2)``, a plain
-reduction: TorchInductor compiles it (and its backward, two reductions) into
-one vectorised loop each, with no (N, in, G) tensor ever written. On this
+reduction: TorchInductor compiles it (and the two reductions of its backward)
+into one vectorised loop each, with no (N, in, G) tensor ever written. On this
 project's CPU the loop took about a third of the eager centre-major path's
 time for the seed's [10000 -> 1] layer. Compiling needs a C++ compiler; where
 it fails, the first call warns once and the layer keeps the eager path.
@@ -37,22 +37,26 @@ _broken: list[str] = []  # why compiling failed on this machine, once it has
 
 
 def _reductions(of_neg_square, derivative):
-    """The forward and backward reductions of a basis ``of_neg_square`` with that ``derivative``."""
+    """The forward reduction of a basis ``of_neg_square`` with that ``derivative``, and its two backward ones."""
 
     def forward(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor) -> Tensor:
         """u (N, in), c (G,), w (G, in) -> (N,)."""
         d = (u[:, None, :] - c[:, None]) * inv_h
         return (of_neg_square(-(d * d)) * w).sum((1, 2))
 
-    def backward(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor, go: Tensor):
-        """(grad_w (G, in), grad_u (N, in)) for the output gradient go (N,); u clamped to the grid +- _FAR h."""
+    # Two kernels, not one returning both gradients: one would keep the (N, G, in) basis in a buffer
+    # for the two reductions (32 MB for the seed's layer, measured), and took no less time.
+    def weight_grad(u: Tensor, c: Tensor, inv_h: Tensor, go: Tensor) -> Tensor:
+        """grad_w (G, in) for the output gradient go (N,)."""
         d = (u[:, None, :] - c[:, None]) * inv_h
-        phi = of_neg_square(-(d * d))
-        grad_w = (phi * go[:, None, None]).sum(0)
-        grad_u = (derivative(phi) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
-        return grad_w, grad_u
+        return (of_neg_square(-(d * d)) * go[:, None, None]).sum(0)
 
-    return forward, backward
+    def input_grad(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor, go: Tensor) -> Tensor:
+        """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- _FAR h."""
+        d = (u[:, None, :] - c[:, None]) * inv_h
+        return (derivative(of_neg_square(-(d * d))) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
+
+    return forward, weight_grad, input_grad
 
 
 def _own_code(fn):
@@ -63,7 +67,8 @@ def _own_code(fn):
 
 
 def _kernels(basis, dtype: torch.dtype):
-    """(forward, backward) for this basis and dtype, compiled and tried once on a small input; None if that fails."""
+    """(forward, weight_grad, input_grad) for this basis and dtype, compiled and tried once on a small input;
+    None if that fails."""
     # Inductor builds the torch thread count into its CPU kernels, and nothing would recompile them
     # when it changes: a thread count is part of the key.
     key = (basis.name, dtype, torch.get_num_threads())
@@ -77,8 +82,10 @@ def _kernels(basis, dtype: torch.dtype):
         w, inv_h = torch.randn(c.numel(), 5, dtype=dtype), torch.tensor(2.0, dtype=dtype)
         try:
             with torch.no_grad():
+                go = torch.randn(3, dtype=dtype)
                 k[0](u, c, inv_h, w)
-                k[1](u, c, inv_h, w, torch.randn(3, dtype=dtype))
+                k[1](u, c, inv_h, go)
+                k[2](u, c, inv_h, w, go)
         except Exception as e:  # noqa: BLE001: whatever the compiler's failure, the eager path works
             _broken.append(f"{type(e).__name__}: {e}")
             warnings.warn(f"fastkan could not compile its CPU kernels and takes the eager path: {_broken[0][:500]}",
@@ -114,13 +121,16 @@ class OneOutput(torch.autograd.Function):
         _refuse_double_backward()
         u, grid, h, weight = ctx.saved_tensors
         in_dim, g = u.shape[1], grid.numel()
-        w = weight.view(in_dim, g).t().contiguous()
-        far = float(_FAR * h)  # this path runs on the CPU only: reading h costs nothing
-        v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
-        grad_w, grad_u = ctx.kernels[1](v, grid.detach(), 1.0 / h, w, grad_out[:, 0].contiguous())
+        go, c, inv_h = grad_out[:, 0].contiguous(), grid.detach(), 1.0 / h
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
-        return (grad_u if need_u else None, None, None,
-                grad_w.t().reshape(1, in_dim * g) if need_w else None, None)
+        grad_u = grad_w = None
+        if need_w:
+            grad_w = ctx.kernels[1](u.detach(), c, inv_h, go).t().reshape(1, in_dim * g)
+        if need_u:
+            far = float(_FAR * h)  # this path runs on the CPU only: reading h costs nothing
+            v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
+            grad_u = ctx.kernels[2](v, c, inv_h, weight.view(in_dim, g).t().contiguous(), go)
+        return grad_u, None, None, grad_w, None
 
 
 def one_output(u: Tensor, basis, weight: Tensor) -> Tensor | None:

@@ -103,3 +103,15 @@ def test_each_thread_count_gets_its_own_kernels():
     finally:
         torch.set_num_threads(threads)
     assert {("gaussian", torch.float32, 1), ("gaussian", torch.float32, 2)} <= set(compiled._KERNELS)
+
+
+def test_compiled_backward_writes_no_basis():
+    # One kernel for both gradients kept the whole (N, G, in) basis in a buffer; two kernels write none.
+    from perf.measure import cpu_peak_alloc_bytes
+
+    layer = FastKANLayer(500, 1)
+    x = torch.randn(64, 500, requires_grad=True)
+    layer(x).sum().backward()  # compiled before the measured pass
+    y = layer(x)
+    basis_bytes = 64 * 500 * 8 * 4
+    assert cpu_peak_alloc_bytes(lambda: y.sum().backward()) < basis_bytes / 2
