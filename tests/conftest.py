@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 try:
     from hypothesis import HealthCheck, settings
 except ImportError:  # the bench extra has no hypothesis; pytest-benchmark's CLI still loads this file
@@ -10,3 +12,15 @@ if settings is not None:
     settings.register_profile("fastkan", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     settings.register_profile("thorough", max_examples=300, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fastkan"))
+
+
+@pytest.fixture
+def compiler():
+    """Skips, naming the compiler's error, where torch.compile cannot build fastkan.compiled's CPU kernels."""
+    import torch
+
+    import fastkan.compiled as compiled
+    from fastkan.layer import RadialBasis
+
+    if compiled._kernels(RadialBasis(), torch.float32) is None:
+        pytest.skip(f"torch.compile cannot build CPU kernels on this machine: {compiled._broken[0][:300]}")

@@ -30,6 +30,8 @@ def fused_path(request, monkeypatch):
     for name, value in PATHS[request.param].items():
         if name == "compiled":
             monkeypatch.setattr(compiled, "ENABLED", value)
+            if value:
+                request.getfixturevalue("compiler")
         else:
             monkeypatch.setattr(fused, name, value)
     return request.param
