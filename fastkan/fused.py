@@ -40,9 +40,9 @@ PLAIN_ELEMENTS = 1 << 18
 # piece when the layer has several outputs and its input needs a gradient: the input gradient is then
 # one product with the whole weight, not one per block. A temporary of backward only (with the
 # product's result, twice these bytes at most), never saved. Measured round by round against
-# plain-fastkan, backward: kanbench-10m 1.05x -> 0.95x, grid-16 0.95x -> 0.90x, batch-4096 (32 MiB)
-# 1.09x -> 0.94x. Building the forward's basis whole as well measured within noise, so forward keeps
-# its blocks.
+# plain-fastkan: kanbench-10m's backward went from 1.05x to 1.02x plain's time (runs 0019 and 0026 of
+# README "Fastest on every configuration?"). Building the forward's basis whole as well measured
+# within noise, so forward keeps its blocks.
 WHOLE_BACKWARD_BYTES = 32 << 20
 
 # torch.compiler.is_compiling is new in torch 2.3; with older versions a
