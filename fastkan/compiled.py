@@ -20,12 +20,9 @@ import warnings
 import torch
 from torch import Tensor
 
-ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
+from . import fused
 
-# Backward clamps u to within this many widths of the grid, as fastkan.fused does: an infinite d**2
-# would give a capped basis value times an unbounded d. Forward needs no clamp (the basis of an
-# infinite d**2 is the capped value either way), and clamping every d there cost it a quarter of its time.
-_FAR = 1e6
+ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
 
 # At or below this many basis values per call (batch x inputs x centres) the plain composition is
 # faster: each compiled call costs tens of microseconds before it starts. Measured forward +
@@ -52,7 +49,7 @@ def _reductions(of_neg_square, derivative):
         return (of_neg_square(-(d * d)) * go[:, None, None]).sum(0)
 
     def input_grad(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor, go: Tensor) -> Tensor:
-        """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- _FAR h."""
+        """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- fused._FAR h."""
         d = (u[:, None, :] - c[:, None]) * inv_h
         return (derivative(of_neg_square(-(d * d))) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
 
@@ -97,10 +94,8 @@ def _kernels(basis, dtype: torch.dtype):
 
 def available(u: Tensor) -> bool:
     """Whether a call on ``u`` may take the compiled kernels (the basis and weight checked by the caller)."""
-    from .fused import _is_compiling
-
     # Inside a model the user compiles, the eager path is traced and fused by that compilation.
-    return ENABLED and not _broken and u.device.type == "cpu" and not _is_compiling()
+    return ENABLED and not _broken and u.device.type == "cpu" and not fused._is_compiling()
 
 
 class OneOutput(torch.autograd.Function):
@@ -116,9 +111,7 @@ class OneOutput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        from .fused import _refuse_double_backward
-
-        _refuse_double_backward()
+        fused._refuse_double_backward()
         u, grid, h, weight = ctx.saved_tensors
         in_dim, g = u.shape[1], grid.numel()
         go, c, inv_h = grad_out[:, 0].contiguous(), grid.detach(), 1.0 / h
@@ -127,7 +120,10 @@ class OneOutput(torch.autograd.Function):
         if need_w:
             grad_w = ctx.kernels[1](u.detach(), c, inv_h, go).t().reshape(1, in_dim * g)
         if need_u:
-            far = float(_FAR * h)  # this path runs on the CPU only: reading h costs nothing
+            # As in fastkan.fused: an infinite d**2 would give a capped basis value times an unbounded d.
+            # Forward needs no clamp (an infinite d**2 gives the capped value either way), and clamping
+            # every d there cost it a quarter of its time.
+            far = float(fused._FAR * h)  # this path runs on the CPU only: reading h costs nothing
             v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
             grad_u = ctx.kernels[2](v, c, inv_h, weight.view(in_dim, g).t().contiguous(), go)
         return grad_u, None, None, grad_w, None

@@ -210,8 +210,7 @@ class _OneOutput(torch.autograd.Function):
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
         n, in_dim = u.shape
         g = grid.numel()
-        cols = _Distances(u, grid, h, in_dim if kept is not None else _step(n, in_dim, g), neg_square=True,
-                          centre_major=True)
+        cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), neg_square=True, centre_major=True)
         go = grad_out[:, 0]
         sums = cols.gradient_rows()
         grad_u = torch.empty_like(u) if need_u else None

@@ -24,3 +24,15 @@ def compiler():
 
     if compiled._kernels(RadialBasis(), torch.float32) is None:
         pytest.skip(f"torch.compile cannot build CPU kernels on this machine: {compiled._broken[0][:300]}")
+
+
+@pytest.fixture
+def record_calls(monkeypatch):
+    """``record_calls(owner, name)``: the argument tuples of every later call of ``owner.name``, which still runs."""
+
+    def record(owner, name):
+        calls, real = [], getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a: calls.append(a) or real(*a))
+        return calls
+
+    return record

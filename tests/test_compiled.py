@@ -18,13 +18,6 @@ def fused_only(monkeypatch, request):
         request.getfixturevalue("compiler")
 
 
-def counting(monkeypatch):
-    calls = []
-    real = compiled.OneOutput.apply
-    monkeypatch.setattr(compiled.OneOutput, "apply", lambda *a: calls.append(a) or real(*a))
-    return calls
-
-
 def run(layer, x):
     y = layer(x)
     return (y, *torch.autograd.grad((y * torch.linspace(-1, 2, y.shape[0])[:, None]).sum(), [x, layer.spline_linear.weight]))
@@ -33,13 +26,13 @@ def run(layer, x):
 @pytest.mark.parametrize("basis", SQUARE_BASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 5), (2, 1), (37, 300)])
-def test_compiled_one_output_matches_the_eager_path(monkeypatch, basis, dtype, shape):
+def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, basis, dtype, shape):
     # Every basis, both dtypes and sizes of 1 in one process: each (basis, dtype) compiles
     # its own code, so none falls back to eager on dynamo's recompilation limit.
     torch.manual_seed(0)
     layer = FastKANLayer(shape[1], 1, basis=basis, use_layernorm=False, dtype=dtype)
     x = (3 * torch.randn(*shape, dtype=dtype)).requires_grad_()
-    calls = counting(monkeypatch)
+    calls = record_calls(compiled.OneOutput, "apply")
     got = run(layer, x)
     assert len(calls) == 1
     monkeypatch.setattr(compiled, "ENABLED", False)
@@ -51,10 +44,10 @@ def test_compiled_one_output_matches_the_eager_path(monkeypatch, basis, dtype, s
 
 
 @pytest.mark.parametrize("basis", SQUARE_BASES)
-def test_compiled_one_output_gradcheck(monkeypatch, basis):
+def test_compiled_one_output_gradcheck(record_calls, basis):
     torch.manual_seed(0)
     layer = FastKANLayer(4, 1, num_grids=5, basis=basis, dtype=torch.float64)
-    calls = counting(monkeypatch)
+    calls = record_calls(compiled.OneOutput, "apply")
     w = layer.spline_linear.weight
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
 

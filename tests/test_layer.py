@@ -349,12 +349,10 @@ def test_fused_path_compiles_without_graph_breaks(out):
     torch.testing.assert_close(g, g_eager)
 
 
-def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(monkeypatch):
+def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(monkeypatch, record_calls):
     import fastkan.fused as fused
 
-    calls = []
-    real = fused._FusedSpline.apply
-    monkeypatch.setattr(fused._FusedSpline, "apply", lambda *a: calls.append(a[-1]) or real(*a))
+    calls = record_calls(fused._FusedSpline, "apply")
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 4 * 5 * 8)
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 4 * 5 * 8 * 4 * 2)
     layer = FastKANLayer(5, 2)
@@ -362,20 +360,17 @@ def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(m
     assert calls == []
     layer(torch.randn(8, 5)).sum().backward()  # 320 values, 1280 bytes: kept
     layer(torch.randn(9, 5)).sum().backward()  # 1440 bytes: rebuilt
-    assert calls == [1280, 1280]
+    assert [a[-1] for a in calls] == [1280, 1280]  # keep_bytes, the last argument
     with pytest.raises(ValueError, match="keep_basis_bytes"):
         FastKANLayer(5, 2, keep_basis_bytes=-1)
 
 
-def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(monkeypatch, fused_path):
+def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_calls, fused_path):
     import fastkan.compiled as compiled
     import fastkan.fused as fused
 
-    calls = []
     # With the compiled kernels on, they take these layers; else the eager centre-major path does.
-    one_output = compiled.OneOutput if fused_path == "compiled" else fused._OneOutput
-    real = one_output.apply
-    monkeypatch.setattr(one_output, "apply", lambda *a: calls.append(a) or real(*a))
+    calls = record_calls(compiled.OneOutput if fused_path == "compiled" else fused._OneOutput, "apply")
     x = torch.randn(6, 5)
     took = []
     for basis in BASES:
