@@ -97,7 +97,10 @@ class FastKANLayer(nn.Module):
 
     The submodules (``layernorm``, ``basis``, ``spline_linear``, ``base_linear``) hold the
     parameters under fast-kan's names; forward uses them as functions, so hooks on
-    the layer fire and hooks on those submodules do not.
+    the layer fire and hooks on those submodules do not. A submodule replaced by
+    another kind of module (a subclass, an ``nn.Identity``, a LoRA wrapper) is
+    called as a module, and a replaced ``basis`` or ``spline_linear`` turns the
+    fused path off for that layer.
 
     ``layernorm_affine=False`` drops LayerNorm's scale and shift: the first
     layer then needs no gradient of its normalised input, which costs as much
@@ -159,6 +162,10 @@ class FastKANLayer(nn.Module):
 
     def spline(self, u: Tensor, base: Tensor | None = None) -> Tensor:
         """The spline path on normalised input: (N, in) -> (N, out), plus ``base`` (N, out) where given."""
+        if type(self.spline_linear) is not nn.Linear or type(self.basis) is not RadialBasis:
+            # A replaced submodule (a LoRA wrapper, a subclass) computes what its own forward says.
+            y = self.spline_linear(self.basis(u).flatten(-2))
+            return y if base is None else y + base
         weight = self.spline_linear.weight
         if not self.fused or fused.takes_plain(u, self.basis, weight):
             # RadialBasis.forward, not the module call: a small call pays for every call it makes.
@@ -180,12 +187,20 @@ class FastKANLayer(nn.Module):
         if lead is not None:
             x = x.reshape(-1, self.input_dim)
         # The submodules' parameters through functions, not module calls, which cost a small call
-        # several microseconds each (README, "Fastest on every configuration?").
+        # several microseconds each (README, "Fastest on every configuration?"); a submodule
+        # replaced by another kind (an Identity, a LoRA wrapper) is called as a module.
         ln = self.layernorm
-        u = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps) if ln is not None else x
+        if ln is None:
+            u = x
+        elif type(ln) is nn.LayerNorm:
+            u = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        else:
+            u = ln(x)
         base = None
         if self.base_linear is not None:
-            base = F.linear(self.base_activation(x), self.base_linear.weight, self.base_linear.bias)
+            s = self.base_activation(x)
+            lin = self.base_linear
+            base = F.linear(s, lin.weight, lin.bias) if type(lin) is nn.Linear else lin(s)
         y = self.spline(u, base)
         return y if lead is None else y.reshape(*lead, self.output_dim)
 

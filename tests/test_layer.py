@@ -4,10 +4,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, matched_mlp
+from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, RadialBasis, matched_mlp
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 from fastkan.mlp import matched_hidden
 
@@ -425,3 +427,37 @@ def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(mon
     assert saved[0] == saved[1]
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
+
+
+def test_replaced_submodules_are_called_as_modules():
+    # forward uses its submodules' parameters through functions; a submodule swapped for another kind
+    # (a LoRA wrapper, an Identity) must still compute what its own forward says.
+    class Shifted(nn.Linear):
+        def forward(self, z):
+            return super().forward(z) + 1.0
+
+    class Doubled(RadialBasis):
+        def forward(self, u):
+            return 2.0 * super().forward(u)
+
+    torch.manual_seed(0)
+    layer = FastKANLayer(6, 3)
+    x = torch.randn(40, 6)
+    want = layer(x)
+    for shift, name in enumerate(("base_linear", "spline_linear"), start=1):
+        old = getattr(layer, name)
+        new = Shifted(old.in_features, old.out_features, bias=old.bias is not None)
+        new.load_state_dict(old.state_dict())
+        setattr(layer, name, new)
+        torch.testing.assert_close(layer(x), want + shift)
+
+    layer = FastKANLayer(6, 3)
+    u = layer.layernorm(x)
+    base = layer.base_linear(F.silu(x))
+    layer.basis = Doubled()
+    torch.testing.assert_close(layer(x), 2.0 * layer.spline_linear(RadialBasis()(u).flatten(-2)) + base)
+
+    layer.layernorm = nn.Identity()
+    got = layer(x)
+    layer.layernorm = None
+    torch.testing.assert_close(got, layer(x))
