@@ -144,9 +144,12 @@ def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None
             memory_threshold: float = MEMORY_THRESHOLD) -> tuple[str, bool]:
     """Text of the changes from run a to run b, and whether anything regressed."""
     out = [f"A: {a.describe()}", f"B: {b.describe()}"]
-    for key in ("torch", "node", "cuda_device", "torch_threads"):
-        if a.machine_info.get(key) != b.machine_info.get(key):
-            out.append(f"warning: {key} differs: {a.machine_info.get(key)!r} (A) vs {b.machine_info.get(key)!r} (B); "
+    for key in ("torch", "node", "cuda_device", "torch_threads", "timing_environment"):
+        # Runs saved before a key existed count as its default (an empty environment: nothing set).
+        default = {} if key == "timing_environment" else None
+        va, vb = a.machine_info.get(key, default), b.machine_info.get(key, default)
+        if va != vb:
+            out.append(f"warning: {key} differs: {va!r} (A) vs {vb!r} (B); "
                        "the runs may not be comparable")
     found = changes(a, b, threshold, normalize, memory_threshold)
     timed = [c for c in found if c.what == "time"]

@@ -5,6 +5,7 @@ Loaded by ``perf/conftest.py``; tests load it into ``pytester`` runs the same wa
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import textwrap
@@ -138,6 +139,10 @@ class Selection:
         return "+".join(kinds) or "none"
 
 
+# PyTorch's transparent huge pages for CPU allocations of 2 MiB and more; fastkan's compiled kernels.
+TIMING_ENVIRONMENT = ("THP_MEM_ALLOC_ENABLE", "FASTKAN_COMPILE")
+
+
 def pin_malloc() -> bool:
     """Fix glibc's malloc thresholds (Linux); True if done.
 
@@ -266,6 +271,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["torch_threads"] = torch.get_num_threads()
     machine_info["cuda_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     machine_info["malloc_pinned"] = getattr(config, "_perf_malloc_pinned", False)
+    # Settings read from the environment that change the timings of every model (README, "Huge pages").
+    machine_info["timing_environment"] = {k: os.environ[k] for k in TIMING_ENVIRONMENT if k in os.environ}
     selection = getattr(config, "_perf_selection", None)
     if selection is not None:
         machine_info["perf_device_kind"] = selection.device_kind()

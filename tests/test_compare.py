@@ -209,3 +209,14 @@ def test_noise_judge_counts_false_alarms_planted_slowdowns_and_memory(tmp_path):
     assert any(b["param"] == case for b in data["benchmarks"])
     grown = plant_memory(tmp_path / "same0.json", case)
     assert judge(base, [load(grown)], 0.1, None)["flagged"][0] == [f"{case} (memory)"]
+
+
+def test_runs_timed_under_different_environments_are_flagged(tmp_path, capsys):
+    a = write(tmp_path / "a.json", field(0))
+    b = write(tmp_path / "b.json", field(100), machine={**MACHINE, "timing_environment": {"THP_MEM_ALLOC_ENABLE": "1"}})
+    main(["--compare", str(a), str(b)])
+    assert "warning: timing_environment differs: {} (A) vs {'THP_MEM_ALLOC_ENABLE': '1'} (B)" in capsys.readouterr().out
+    # A run saved before the key existed and one saved with nothing set are alike.
+    c = write(tmp_path / "c.json", field(100), machine={**MACHINE, "timing_environment": {}})
+    main(["--compare", str(a), str(c)])
+    assert "timing_environment" not in capsys.readouterr().out

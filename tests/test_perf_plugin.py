@@ -89,7 +89,9 @@ def _autosaved(suite, *args):
     return result, files
 
 
-def test_autosaved_json_holds_every_field(suite):
+def test_autosaved_json_holds_every_field(suite, monkeypatch):
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # read by PyTorch at most once per process: harmless here
+    monkeypatch.delenv("FASTKAN_COMPILE", raising=False)
     result, files = _autosaved(suite, "--perf-threads=1")
     assert result.ret == 0
     assert len(files) == 1 and files[0].parent.parent.name == "cpu"  # CPU histories get their own folder
@@ -97,6 +99,7 @@ def test_autosaved_json_holds_every_field(suite):
     assert data["machine_info"]["torch"] == torch.__version__
     assert data["machine_info"]["torch_threads"] == 1
     assert "cuda_device" in data["machine_info"]
+    assert data["machine_info"]["timing_environment"] == {"THP_MEM_ALLOC_ENABLE": "1"}
     benches = {b["param"]: b for b in data["benchmarks"]}
     assert len(benches) == 9
     for case_id, bench in benches.items():
