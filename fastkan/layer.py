@@ -165,21 +165,23 @@ class FastKANLayer(nn.Module):
         if type(self.spline_linear) is not nn.Linear or type(self.basis) is not RadialBasis:
             # A replaced submodule (a LoRA wrapper, a subclass) computes what its own forward says.
             y = self.spline_linear(self.basis(u).flatten(-2))
-            return y if base is None else y + base
-        weight = self.spline_linear.weight
-        if not self.fused or fused.takes_plain(u, self.basis, weight):
+        elif not self.fused or fused.takes_plain(u, self.basis, self.spline_linear.weight):
             # RadialBasis.forward, not the module call: a small call pays for every call it makes.
-            phi = self.basis.forward(u).flatten(-2)
+            phi, weight = self.basis.forward(u).flatten(-2), self.spline_linear.weight
             return F.linear(phi, weight) if base is None else torch.addmm(base, phi, weight.t())
-        y = None
+        else:
+            y = self._fused_spline(u)
+        return y if base is None else y + base
+
+    def _fused_spline(self, u: Tensor) -> Tensor:
+        """Triton's kernels on CUDA where they cover the basis, else ``fastkan.fused``."""
+        weight = self.spline_linear.weight
         if u.is_cuda and u.shape[0] > 0:
             from . import triton_spline
 
             if triton_spline.available(u, self.basis):
-                y = triton_spline.triton_spline(u, self.basis, weight)
-        if y is None:
-            y = fused.fused_spline(u, self.basis, weight, self.keep_basis_bytes)
-        return y if base is None else y + base
+                return triton_spline.triton_spline(u, self.basis, weight)
+        return fused.fused_spline(u, self.basis, weight, self.keep_basis_bytes)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_last_dim(x, self.input_dim, type(self).__name__)
