@@ -36,14 +36,19 @@ _FAR = 750.0
 # 20 to 40 times slower (and every product with them after). Capping x at 64
 # changes a bump's value by less than exp(-64) = 1.6e-28.
 _EXP_CAP = 64.0
-# exp(x) is computed as exp2(x * log2(e)): torch's exp2 kernel took 0.38x the time of its exp on
-# this project's CPU (AVX-512, torch 2.13), and the extra product is one cheap pass. The rounding
-# of x * log2(e) moves a value by at most |x| * 2**-24 relative (below 4e-6 at the cap).
+# exp(x) is computed as exp2(x * log2(e)) from this many values on: torch's exp2 kernel took 0.38x
+# the time of its exp on this project's CPU (AVX-512, torch 2.13). On fewer values the product by
+# a Python number and exp2's backward (one more product, by ln 2) cost more than they save:
+# forward + backward took 1.07x exp's time at 8192 values, 0.96x at 32768. The rounding of
+# x * log2(e) moves a value by at most |x| * 2**-24 relative (below 4e-6 at the cap).
+_EXP2_VALUES = 1 << 15
 _LOG2E = 1.4426950408889634
 
 
 def _exp_neg(t: Tensor) -> Tensor:
-    """``exp(-t)`` for ``t >= 0``, in place where autograd allows."""
+    """``exp(-t)`` for ``t >= 0``, overwriting ``t``."""
+    if t.numel() < _EXP2_VALUES:
+        return torch.exp(t.neg_())
     return torch.exp2(t.mul_(-_LOG2E))
 
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from fastkan import BASES, RadialBasis
 from fastkan.approx import best_width, bspline_fit_error
+from fastkan import bases as bases_module
 from fastkan.bases import OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline, get_basis, register
 
 # Relative L2 error of the best linear map from each basis (default width: one
@@ -99,6 +100,22 @@ def test_expit_is_the_seeds_formula():
     d = torch.linspace(-4, 4, 81, dtype=torch.float64)
     torch.testing.assert_close(get_basis("expit")(d), 1 / (torch.exp(-(d**2)) + 1))
     assert get_basis("expit")(torch.zeros(1)).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name, p", [("gaussian", 2.0), ("gauss-p1.5", 1.5), ("gauss-p3", 3.0)])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float64, 1e-13)])
+@pytest.mark.parametrize("size", ["below", "above"])
+def test_gaussian_bases_are_exp_on_both_sides_of_the_exp2_switch(name, p, dtype, rtol, size):
+    # Small calls take exp, large ones exp2(x * log2 e) (fastkan.bases._EXP2_VALUES); both must be
+    # exp(-|d|**p) with its gradient, wherever the bump is not negligible.
+    n = bases_module._EXP2_VALUES + (-1 if size == "below" else 1)
+    d = torch.linspace(-3.5, 3.5, n, dtype=dtype).requires_grad_()
+    phi = get_basis(name)(d)
+    (grad,) = torch.autograd.grad(phi.sum(), d)
+    ref = torch.exp(-d.detach().double().abs() ** p)
+    ref_grad = -p * d.detach().double().abs() ** (p - 1) * torch.sign(d.detach().double()) * ref
+    torch.testing.assert_close(phi.double(), ref, rtol=rtol, atol=0)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=rtol * 10, atol=rtol * 1e-3)
 
 
 def test_rswaf_input_gradient_matches_its_formula():
