@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastkan import BASES, RadialBasis
-from fastkan.approx import best_width, bspline_fit_error
 from fastkan import bases as bases_module
+from fastkan.approx import best_width, bspline_fit_error
 from fastkan.bases import OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline, get_basis, register
 
 # Relative L2 error of the best linear map from each basis (default width: one
