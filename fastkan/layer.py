@@ -21,6 +21,23 @@ def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
         raise ValueError(f"{what} expects input of shape (..., {expected}), got {tuple(x.shape)}")
 
 
+# torch's module-wide hooks (register_module_forward_hook and kin): dictionaries it fills in place.
+_GLOBAL_HOOKS = tuple(
+    getattr(torch.nn.modules.module, name)
+    for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+    if hasattr(torch.nn.modules.module, name)
+)
+
+
+def _as_function(module, kind: type) -> bool:
+    """Whether forward may use ``module``'s tensors through functions: exactly a ``kind``, and no hooks to run."""
+    return type(module) is kind and not (
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+        or module._backward_pre_hooks or any(_GLOBAL_HOOKS)
+    )
+
+
 class RadialBasis(nn.Module):
     """``num_grids`` bumps per input: (..., in) -> (..., in, num_grids).
 
@@ -70,10 +87,17 @@ class RadialBasis(nn.Module):
 
     @property
     def num_grids(self) -> int:
-        return self.grid.numel()
+        return self._parameters["grid"].numel()
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """``(grid, denominator)`` by dictionary lookups: nn.Module's attribute fallback, which
+        finds parameters and buffers otherwise, costs a small call about 0.7 us a lookup."""
+        h = self._buffers.get("denominator")
+        return self._parameters["grid"], self._parameters["denominator"] if h is None else h
 
     def forward(self, u: Tensor) -> Tensor:
-        return self.fn((u[..., None] - self.grid) / self.denominator)
+        grid, h = self.tensors()
+        return self.fn((u[..., None] - grid) / h)
 
     def extra_repr(self) -> str:
         return f"basis={self.name!r}, num_grids={self.num_grids}"
@@ -96,11 +120,11 @@ class FastKANLayer(nn.Module):
     ``fused=False`` always runs the plain composition, kept as the reference.
 
     The submodules (``layernorm``, ``basis``, ``spline_linear``, ``base_linear``) hold the
-    parameters under fast-kan's names; forward uses them as functions, so hooks on
-    the layer fire and hooks on those submodules do not. A submodule replaced by
-    another kind of module (a subclass, an ``nn.Identity``, a LoRA wrapper) is
-    called as a module, and a replaced ``basis`` or ``spline_linear`` turns the
-    fused path off for that layer.
+    parameters under fast-kan's names; forward uses their tensors through functions.
+    A submodule replaced by another kind of module (a subclass, an ``nn.Identity``,
+    a LoRA wrapper) or with hooks (its own or torch's module-wide ones) is called as
+    a module, so its hooks fire; a replaced or hooked ``basis`` or ``spline_linear``
+    turns the fused path off for that layer.
 
     ``layernorm_affine=False`` drops LayerNorm's scale and shift: the first
     layer then needs no gradient of its normalised input, which costs as much
@@ -162,47 +186,59 @@ class FastKANLayer(nn.Module):
 
     def spline(self, u: Tensor, base: Tensor | None = None) -> Tensor:
         """The spline path on normalised input: (N, in) -> (N, out), plus ``base`` (N, out) where given."""
-        if type(self.spline_linear) is not nn.Linear or type(self.basis) is not RadialBasis:
-            # A replaced submodule (a LoRA wrapper, a subclass) computes what its own forward says.
-            y = self.spline_linear(self.basis(u).flatten(-2))
-        elif not self.fused or fused.takes_plain(u, self.basis, self.spline_linear.weight):
-            # RadialBasis.forward, not the module call: a small call pays for every call it makes.
-            phi, weight = self.basis.forward(u).flatten(-2), self.spline_linear.weight
-            return F.linear(phi, weight) if base is None else torch.addmm(base, phi, weight.t())
+        basis, spline_linear = self._part("basis"), self._part("spline_linear")
+        if not (_as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear)):
+            # A replaced or hooked submodule computes what its own forward (and hooks) say.
+            y = spline_linear(basis(u).flatten(-2))
         else:
-            y = self._fused_spline(u)
+            weight = spline_linear._parameters["weight"]
+            if not self.fused or fused.takes_plain(u, basis, weight):
+                # RadialBasis.forward, not the module call: a small call pays for every call it makes.
+                phi = basis.forward(u).flatten(-2)
+                return F.linear(phi, weight) if base is None else torch.addmm(base, phi, weight.t())
+            y = self._fused_spline(u, basis, weight)
         return y if base is None else y + base
 
-    def _fused_spline(self, u: Tensor) -> Tensor:
+    def _fused_spline(self, u: Tensor, basis: RadialBasis, weight: Tensor) -> Tensor:
         """Triton's kernels on CUDA where they cover the basis, else ``fastkan.fused``."""
-        weight = self.spline_linear.weight
         if u.is_cuda and u.shape[0] > 0:
             from . import triton_spline
 
-            if triton_spline.available(u, self.basis):
-                return triton_spline.triton_spline(u, self.basis, weight)
-        return fused.fused_spline(u, self.basis, weight, self.keep_basis_bytes)
+            if triton_spline.available(u, basis):
+                return triton_spline.triton_spline(u, basis, weight)
+        return fused.fused_spline(u, basis, weight, self.keep_basis_bytes)
+
+    def _part(self, name: str):
+        """Submodule ``name``, or what was assigned in its place, by dictionary lookups: nn.Module's
+        attribute fallback, which finds submodules otherwise, costs a small call about 0.7 us a lookup."""
+        modules = self._modules
+        return modules[name] if name in modules else self.__dict__.get(name)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_last_dim(x, self.input_dim, type(self).__name__)
         lead = x.shape[:-1] if x.dim() != 2 else None  # a batch of vectors needs no reshaping (small calls pay per op)
         if lead is not None:
             x = x.reshape(-1, self.input_dim)
-        # The submodules' parameters through functions, not module calls, which cost a small call
+        # The submodules' tensors through functions, not module calls, which cost a small call
         # several microseconds each (README, "Fastest on every configuration?"); a submodule
-        # replaced by another kind (an Identity, a LoRA wrapper) is called as a module.
-        ln = self.layernorm
+        # replaced by another kind (an Identity, a LoRA wrapper) or with hooks is called as a module.
+        ln = self._part("layernorm")
         if ln is None:
             u = x
-        elif type(ln) is nn.LayerNorm:
-            u = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        elif _as_function(ln, nn.LayerNorm):
+            p = ln._parameters
+            u = F.layer_norm(x, ln.normalized_shape, p["weight"], p["bias"], ln.eps)
         else:
             u = ln(x)
         base = None
-        if self.base_linear is not None:
+        lin = self._part("base_linear")
+        if lin is not None:
             s = self.base_activation(x)
-            lin = self.base_linear
-            base = F.linear(s, lin.weight, lin.bias) if type(lin) is nn.Linear else lin(s)
+            if _as_function(lin, nn.Linear):
+                p = lin._parameters
+                base = F.linear(s, p["weight"], p["bias"])
+            else:
+                base = lin(s)
         y = self.spline(u, base)
         return y if lead is None else y.reshape(*lead, self.output_dim)
 

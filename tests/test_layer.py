@@ -429,6 +429,50 @@ def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(mon
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("name", ["layernorm", "basis", "spline_linear", "base_linear"])
+def test_hooks_on_submodules_fire(name):
+    # forward uses plain submodules' tensors through functions; one with hooks must be called as a
+    # module, or its hooks would silently not run.
+    torch.manual_seed(0)
+    layer = FastKANLayer(6, 3)
+    x = torch.randn(40, 6)
+    want = layer(x)
+    seen = []
+    handle = getattr(layer, name).register_forward_hook(lambda module, args, out: seen.append(out.shape) or 2.0 * out)
+    got = layer(x)
+    handle.remove()
+    assert len(seen) == 1
+    torch.testing.assert_close(layer(x), want)
+    assert not torch.allclose(got, want)  # the hook's doubling reached the output
+
+
+def test_module_wide_hooks_fire_on_submodules():
+    layer = FastKANLayer(6, 3)
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m).__name__))
+    try:
+        layer(torch.randn(5, 6))
+    finally:
+        handle.remove()
+    assert {"LayerNorm", "RadialBasis", "Linear", "FastKANLayer"} <= set(seen)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_weight_norm_pre_hook_is_honoured():
+    # torch.nn.utils.weight_norm recomputes `weight` in a forward pre-hook; reading the attribute
+    # without calling the module would use the weight of its previous call.
+    torch.manual_seed(0)
+    layer = FastKANLayer(6, 3)
+    torch.nn.utils.weight_norm(layer.base_linear)
+    x = torch.randn(40, 6)
+    layer(x)
+    with torch.no_grad():
+        layer.base_linear.weight_g.mul_(3.0)
+    got = layer(x)  # first: the module calls below would refresh the stale weight
+    want = layer.spline(layer.layernorm(x), layer.base_linear(F.silu(x)))
+    torch.testing.assert_close(got, want)
+
+
 def test_replaced_submodules_are_called_as_modules():
     # forward uses its submodules' parameters through functions; a submodule swapped for another kind
     # (a LoRA wrapper, an Identity) must still compute what its own forward says.
