@@ -127,8 +127,11 @@ def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
     if exponent == 2.0:
         square = d * d
         # The cap changes only bumps below exp(-64), whose gradient is as negligible as their
-        # value; applied outside autograd, it costs backward no mask (small calls pay per operation).
-        square.detach().clamp_(max=_EXP_CAP)
+        # value; applied outside autograd, it costs backward no mask. Small calls skip it: there its
+        # two operations cost more than the few slow denormal values they avoid (forward + backward
+        # of a [4, 16, 1] FastKAN on 32 inputs: 0.96x the time with the cap).
+        if square.numel() >= _EXP2_VALUES:
+            square.detach().clamp_(max=_EXP_CAP)
         return _exp_neg(square)
     return _exp_neg(_abs_pow(d, exponent).clamp(max=_EXP_CAP))
 

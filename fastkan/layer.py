@@ -263,6 +263,7 @@ class FastKAN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x)
+        for layer in self._modules["layers"]:
+            # A module call costs a small call about 1.5 us per layer; a layer with hooks gets one.
+            x = layer.forward(x) if _as_function(layer, FastKANLayer) else layer(x)
         return x

@@ -446,6 +446,19 @@ def test_hooks_on_submodules_fire(name):
     assert not torch.allclose(got, want)  # the hook's doubling reached the output
 
 
+def test_hooks_on_fastkan_layers_fire():
+    # FastKAN calls a hook-free layer's forward directly; a layer with hooks must get a module call.
+    torch.manual_seed(0)
+    model = FastKAN([6, 4, 2])
+    x = torch.randn(5, 6)
+    want = model(x)
+    handle = model.layers[0].register_forward_hook(lambda module, args, out: 2.0 * out)
+    got = model(x)
+    handle.remove()
+    torch.testing.assert_close(got, model.layers[1](2.0 * model.layers[0](x)))
+    torch.testing.assert_close(model(x), want)
+
+
 def test_module_wide_hooks_fire_on_submodules():
     layer = FastKANLayer(6, 3)
     seen = []
