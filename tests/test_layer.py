@@ -124,6 +124,23 @@ def test_fused_path_matches_reference_float32(basis, batch, out):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("basis", ["gaussian", "rswaf", "bspline"])
+@pytest.mark.parametrize("out", [4, 1])
+def test_weight_gradient_without_an_input_gradient_matches_reference(basis, out):
+    # The first layer of a model without LayerNorm's affine: backward owes the weights only.
+    torch.manual_seed(0)
+    layer = FastKANLayer(9, out, basis=basis, layernorm_affine=False)
+    x = torch.randn(33, 9)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    grads = []
+    for fused in (True, False):
+        layer.fused = fused
+        y = layer(x)
+        grads.append((y, *torch.autograd.grad((y * torch.arange(1.0, out + 1)).sum(), params)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "expit", "centred-expit"])
 @pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64)])
 @pytest.mark.parametrize("out", [3, 1], ids=["input-major", "centre-major"])
