@@ -80,6 +80,48 @@ def _blocks(in_dim: int, step: int):
         yield start, min(in_dim, start + step)
 
 
+class _Constants:
+    """What every block of one grid and width shares: ``inv_h``, the grid's middle ``centre``, the
+    clamp bound ``far``, the centres relative to the middle ``c`` (G,), and ``rows`` (2, G): 1 and
+    -c, times -2 / h**2 (see ``_backward_neg_square``)."""
+
+    def __init__(self, grid: Tensor, h: Tensor):
+        if h.device.type != "cpu" or _is_compiling():
+            # Reading h or the grid would sync a GPU or break a compiled graph.
+            self.inv_h = 1.0 / h
+            self.centre = grid.mean()
+            self.far = _FAR * h
+            self.c = grid - self.centre
+            self.rows = torch.stack([torch.ones_like(self.c), -self.c]) * (-2.0 * self.inv_h * self.inv_h)
+            return
+        # Python numbers where reading them is free: each tensor operation on these few values
+        # cost a call some microseconds, and clamping to tensor bounds is several times slower.
+        values, h = grid.tolist(), float(h)
+        self.inv_h = 1.0 / h
+        self.centre = sum(values) / len(values)
+        self.far = _FAR * h
+        self.c = torch.tensor([x - self.centre for x in values], dtype=grid.dtype)
+        k = -2.0 * self.inv_h * self.inv_h
+        self.rows = torch.tensor([[k] * len(values), [(self.centre - x) * k for x in values]], dtype=grid.dtype)
+
+
+# Constants of the CPU grids and widths seen lately, by their values: a small call spent some
+# 25 us a layer rebuilding them. Keyed by value, so a grid changed in place gets new ones.
+_CONSTANTS: dict = {}
+
+
+def _constants(grid: Tensor, h: Tensor) -> _Constants:
+    if h.device.type != "cpu" or _is_compiling():
+        return _Constants(grid, h)
+    key = (grid.dtype, float(h), *grid.tolist())
+    found = _CONSTANTS.get(key)
+    if found is None:
+        if len(_CONSTANTS) >= 64:  # a trained grid or width makes new keys every step
+            _CONSTANTS.clear()
+        found = _CONSTANTS[key] = _Constants(grid, h)
+    return found
+
+
 class _Distances:
     """``d = (u - grid) / h``, or ``-d**2``, block by block of input features.
 
@@ -97,21 +139,8 @@ class _Distances:
     def __init__(self, u: Tensor, grid: Tensor, h: Tensor, step: int, neg_square: bool = False,
                  centre_major: bool = False):
         self.u, self.step, self.neg_square, self.centre_major = u, step, neg_square, centre_major
-        self.grid_values = None
-        if h.device.type != "cpu" or _is_compiling():
-            # Reading h or the grid would sync a GPU or break a compiled graph.
-            self.inv_h = 1.0 / h
-            self.centre = grid.mean()
-            self.far = _FAR * h
-        else:
-            # Python numbers where reading them is free: each tensor operation on these few
-            # values cost a call some microseconds, and clamping to tensor bounds is several times slower.
-            self.grid_values = grid.tolist()
-            h = float(h)
-            self.inv_h = 1.0 / h
-            self.centre = sum(self.grid_values) / len(self.grid_values)
-            self.far = _FAR * h
-        self.c = grid - self.centre
+        k = _constants(grid, h)
+        self.inv_h, self.centre, self.far, self.c, self.rows = k.inv_h, k.centre, k.far, k.c, k.rows
         self.n = u.shape[0]
         self.buf = None  # allocated by the first block(): a kept basis needs only values()
         self.v_t = None  # (in, N), made by the first feature-major values()
@@ -129,15 +158,6 @@ class _Distances:
                 self.v_t = torch.sub(u.t(), self.centre, out=u.new_empty(u.shape[1], u.shape[0]))
             self.v_t.clamp_(-self.far, self.far)
         return self.v_t[a:b]
-
-    def gradient_rows(self) -> Tensor:
-        """(2, G): rows 1 and -c, times -2 / h**2; with P * k'(-d**2) as (G, ...) they give the input
-        gradient of a basis of -d**2 as v * S1 + S2 (see ``_backward_neg_square``)."""
-        k = -2.0 * self.inv_h * self.inv_h
-        if self.grid_values is not None:
-            rows = [[k] * len(self.grid_values), [(self.centre - x) * k for x in self.grid_values]]
-            return torch.tensor(rows, dtype=self.c.dtype)
-        return torch.stack([torch.ones_like(self.c), -self.c]) * k
 
     def block(self, a: int, b: int) -> tuple[Tensor, Tensor]:
         """(d or -d**2 of inputs a..b, v); d is valid until the next call."""
@@ -188,17 +208,20 @@ class _FusedSpline(torch.autograd.Function):
                 out_t.addmm_(weight[:, a * g : b * g], fn(dist.block(a, b)[0]))
         out = out_t.t().contiguous()
         ctx.basis = basis
-        ctx.save_for_backward(u, grid, h, weight, phi)
+        # With a kept basis, the centred inputs too where backward owes their gradient: 1 / G more bytes,
+        # and one pass over the inputs fewer.
+        v = dist.values(0, in_dim) if keep and ctx.needs_input_grad[0] else None
+        ctx.save_for_backward(u, grid, h, weight, phi, v)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         _refuse_double_backward()
-        u, grid, h, weight, phi = ctx.saved_tensors
+        u, grid, h, weight, phi, v = ctx.saved_tensors
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis
         if not (need_grid or need_h) and basis.of_neg_square_derivative is not None and _neg_square(basis, u):
-            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, phi)
+            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, phi, v)
             return grad_u, None, None, grad_w, None, None
         return (*_backward(u, grid, h, weight, grad_out, basis, ctx.needs_input_grad, phi), None, None)
 
@@ -239,7 +262,7 @@ class _OneOutput(torch.autograd.Function):
         g = grid.numel()
         cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), neg_square=True, centre_major=True)
         go = grad_out[:, 0]
-        sums = cols.gradient_rows()
+        sums = cols.rows
         grad_u = torch.empty_like(u) if need_u else None
         grad_w = torch.empty_like(weight) if need_w else None
         for a, b in _blocks(in_dim, cols.step):
@@ -295,7 +318,7 @@ class _WeightGrad:
         return self.grad_w
 
 
-def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, kept=None):
+def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, kept=None, kept_v=None):
     """Backward for ``phi = k(-d**2)`` with a frozen grid and width.
 
     dL/du = sum over centres of P * k'(-d**2) * -2 (v - c) / h**2, with P the
@@ -304,31 +327,35 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, ke
     weights 1 and c over the centres: one batched (2, G) @ (G, N) product per
     input feature, no derivative pass over the distances.
     """
-    if kept is not None and not need_u:
-        # The first layer of a model without LayerNorm's affine gradient: one product, nothing to rebuild.
-        return None, torch.mm(grad_out.t(), kept.t()) if need_w else None
+    if kept is not None:
+        # Nothing to rebuild (and in the first layer of a model without LayerNorm's affine, one product).
+        grad_w = torch.mm(grad_out.t(), kept.t()) if need_w else None
+        rows = _constants(grid, h).rows
+        return _input_gradient(kept, kept_v, weight, grad_out, basis, rows) if need_u else None, grad_w
     n, in_dim = u.shape
     g = grid.numel()
-    step = _step(n, in_dim, g, _whole_backward(u, g, weight, need_u, kept))
+    step = _step(n, in_dim, g, _whole_backward(u, g, weight, need_u, None))
     dist = _Distances(u, grid, h, step, neg_square=True)
-    sums = dist.gradient_rows()
+    sums = dist.rows
     grad_u = torch.empty_like(u) if need_u else None
     grad_w = _WeightGrad(u, weight, grad_out, step == in_dim) if need_w else None
     for a, b in _blocks(in_dim, step):
         cols = slice(a * g, b * g)
-        if kept is not None:
-            phi, v = kept, dist.values(a, b)
-        else:
-            t, v = dist.block(a, b)
-            phi = basis.of_neg_square(t)
+        t, v = dist.block(a, b)
+        phi = basis.of_neg_square(t)
         if grad_w is not None:
             grad_w.add(cols, phi)
-        if not need_u:
-            continue
-        q = torch.mm(weight[:, cols].t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
-        s12 = torch.matmul(sums, q.view(b - a, g, n))  # (block, 2, N)
-        grad_u[:, a:b] = torch.addcmul(s12[:, 1], v, s12[:, 0]).t()
+        if need_u:
+            grad_u[:, a:b] = _input_gradient(phi, v, weight[:, cols], grad_out, basis, sums)
     return grad_u, grad_w.result() if grad_w is not None else None
+
+
+def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, basis, rows: Tensor) -> Tensor:
+    """dL/du (N, block) from the basis phi (block * G, N) of the centred inputs v (block, N)."""
+    m, n = v.shape
+    q = torch.mm(weight.t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
+    s12 = torch.matmul(rows, q.view(m, -1, n))  # (block, 2, N)
+    return torch.addcmul(s12[:, 1], v, s12[:, 0]).t()
 
 
 def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):

@@ -420,6 +420,11 @@ def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
     layer.keep_basis_bytes = 0
     rebuilt = saved_tensor_bytes(layer, lambda: layer(x))
     assert kept - rebuilt == 20 * 50 * 8 * 4  # the (N, in * G) float32 basis
+    x.requires_grad_()  # the input gradient needs the centred inputs (N, in) as well
+    layer.keep_basis_bytes = 20 * 50 * 8 * 4
+    kept = saved_tensor_bytes(layer, lambda: layer(x))
+    layer.keep_basis_bytes = 0
+    assert kept - saved_tensor_bytes(layer, lambda: layer(x)) == 20 * 50 * 9 * 4
 
 
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
