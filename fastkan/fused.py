@@ -125,20 +125,22 @@ def _constants(grid: Tensor, h: Tensor) -> _Constants:
 class _Distances:
     """``d = (u - grid) / h``, or ``-d**2``, block by block of input features.
 
-    Feature-major, (block * G, N): the transpose of the (N, block * G) basis the
-    spline weight multiplies, whose rows follow the weight's columns, input by
-    input and centre by centre; or centre-major, (G, N, block), for ``_OneOutput``.
-    Either way ``d`` comes from one broadcast subtraction whose innermost
-    dimension is the batch or the block, never the G centres: on this
-    project's CPU (AMD EPYC, torch 2.13) subtracting with G = 8 innermost took
-    237 us on ``mnist``'s first layer, feature-major 55 us plus 38 us to
-    transpose the inputs once. ``v`` and ``c`` are input and centres relative
-    to the grid's middle. Every block reuses one buffer.
+    ``layout`` is where the batch lies in memory. ``"feature"``: (block * G, N),
+    the transpose of the (N, block * G) basis the spline weight multiplies, whose
+    rows follow the weight's columns; ``"input"``: that (N, block * G) basis
+    itself, handed out transposed, so both come as (block * G, N); ``"centre"``:
+    (G, N, block), for ``_OneOutput``. Feature- and centre-major, ``d`` comes from
+    a broadcast subtraction whose innermost dimension is the batch or the block:
+    on this project's CPU (AMD EPYC, torch 2.13) it took 55 us on ``mnist``'s
+    first layer, plus 38 us to transpose the inputs once, where input-major, with
+    the G = 8 centres innermost, took 237 us. Input-major pays that to keep the
+    products with a wide weight fast (see ``_feature_major``). ``v`` and ``c``
+    are input and centres relative to the grid's middle. Every block reuses one buffer.
     """
 
     def __init__(self, u: Tensor, grid: Tensor, h: Tensor, step: int, neg_square: bool = False,
-                 centre_major: bool = False):
-        self.u, self.step, self.neg_square, self.centre_major = u, step, neg_square, centre_major
+                 layout: str = "feature"):
+        self.u, self.step, self.neg_square, self.layout = u, step, neg_square, layout
         k = _constants(grid, h)
         self.inv_h, self.centre, self.far, self.c, self.rows = k.inv_h, k.centre, k.far, k.c, k.rows
         self.n = u.shape[0]
@@ -146,9 +148,10 @@ class _Distances:
         self.v_t = None  # (in, N), made by the first feature-major values()
 
     def values(self, a: int, b: int) -> Tensor:
-        """v = u - centre (clamped) of inputs a..b: (N, block) centre-major, (block, N) feature-major."""
-        if self.centre_major:
-            return (self.u[:, a:b] - self.centre).clamp_(-self.far, self.far)
+        """v = u - centre (clamped) of inputs a..b: (N, block) centre-major, else (block, N)."""
+        if self.layout != "feature":
+            v = (self.u[:, a:b] - self.centre).clamp_(-self.far, self.far)
+            return v if self.layout == "centre" else v.t()
         if self.v_t is None:
             u = self.u
             if _is_compiling():
@@ -160,20 +163,39 @@ class _Distances:
         return self.v_t[a:b]
 
     def block(self, a: int, b: int) -> tuple[Tensor, Tensor]:
-        """(d or -d**2 of inputs a..b, v); d is valid until the next call."""
-        m, g = b - a, self.c.numel()
+        """(d or -d**2 of inputs a..b, v as values() gives it); d is valid until the next call."""
+        m, g, n = b - a, self.c.numel(), self.n
         if self.buf is None:
-            self.buf = self.u.new_empty(self.n * self.step * g)
+            self.buf = self.u.new_empty(n * self.step * g)
+        buf = self.buf[: g * n * m]
         v = self.values(a, b)
-        if self.centre_major:
-            d = torch.sub(v[None], self.c[:, None, None], out=self.buf[: g * self.n * m].view(g, self.n, m))
+        if self.layout == "centre":
+            d = torch.sub(v[None], self.c[:, None, None], out=buf.view(g, n, m))
+        elif self.layout == "feature":
+            d = torch.sub(v[:, None, :], self.c[:, None], out=buf.view(m, g, n))
         else:
-            d = torch.sub(v[:, None, :], self.c[:, None], out=self.buf[: g * self.n * m].view(m, g, self.n))
+            d = torch.sub(v.t()[..., None], self.c, out=buf.view(n, m, g))
         if self.neg_square:
             d.mul_(d).mul_(-self.inv_h * self.inv_h)
         else:
             d.mul_(self.inv_h)
-        return (d if self.centre_major else d.view(m * g, self.n)), v
+        if self.layout == "centre":
+            return d, v
+        return (d.view(m * g, n) if self.layout == "feature" else d.view(n, m * g).t()), v
+
+
+def _feature_major(n: int, weight: Tensor, neg_square_backward: bool) -> bool:
+    """Whether a layer call lays its basis out feature-major (else input-major).
+
+    Feature-major builds the basis faster, and its products took the time of the
+    input-major ones wherever the weight has no more rows than the batch (mnist,
+    the grid-* and batch-* layers). With a wider weight (kanbench-10m's first layer:
+    1000 outputs, batch 100), the input gradient's product with the weight took
+    24.8 against 23.2 ms feature-major, more than the faster basis saves. Only the
+    backward of bases of -d**2 on a frozen grid (``_backward_neg_square``) takes
+    both layouts; ``_backward`` works feature-major.
+    """
+    return weight.shape[0] <= n or not neg_square_backward
 
 
 def _refuse_double_backward() -> None:
@@ -185,6 +207,12 @@ def _refuse_double_backward() -> None:
         )
 
 
+def _neg_square_backward(basis, u: Tensor, grid: Tensor, h: Tensor) -> bool:
+    """Whether backward takes ``_backward_neg_square``: a basis of -d**2 with its derivative, on a frozen grid."""
+    return (basis.of_neg_square_derivative is not None and _neg_square(basis, u)
+            and not (grid.requires_grad or h.requires_grad))
+
+
 class _FusedSpline(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis, keep_bytes: int) -> Tensor:
@@ -194,25 +222,31 @@ class _FusedSpline(torch.autograd.Function):
         keep = _keeps(u, g, keep_bytes)
         step = _step(n, in_dim, g, keep)
         neg_square = _neg_square(basis, u)
-        dist = _Distances(u, grid, h, step, neg_square)
+        layout = "feature" if _feature_major(n, weight, _neg_square_backward(basis, u, grid, h)) else "input"
+        dist = _Distances(u, grid, h, step, neg_square, layout)
         fn = basis.of_neg_square if neg_square else basis.fn
-        # phi is feature-major, (in * G, N), so the product is out.T = weight @ phi: with both
-        # operands transposed instead, (64, 512) @ (512, 10) took 117 us here, this way 13.
-        if keep:
-            phi = fn(dist.block(0, in_dim)[0])
-            out_t = torch.mm(weight, phi)
-        else:
-            phi = None
-            out_t = u.new_zeros(weight.shape[0], n)
-            for a, b in _blocks(in_dim, step):
-                out_t.addmm_(weight[:, a * g : b * g], fn(dist.block(a, b)[0]))
-        out = out_t.t().contiguous()
-        ctx.basis = basis
+        # Each block p is (block * G, N). The product's orientation follows the shape, as measured here:
+        # with no more outputs than inputs in the batch, out.T = weight @ p ((64, 512) @ (512, 10): 13 us,
+        # against 117 us for p.T @ weight.T); with more (kanbench-10m's first layer), out = p.T @ weight.T
+        # (6.2 against 7.2 ms a block).
+        transposed = weight.shape[0] <= n
+        out = u.new_zeros(weight.shape[0], n) if transposed else u.new_zeros(n, weight.shape[0])
+        phi = None
+        for a, b in _blocks(in_dim, step):
+            p = fn(dist.block(a, b)[0])
+            cols = weight[:, a * g : b * g]
+            if keep:
+                phi = p  # one block
+            if transposed:
+                out.addmm_(cols, p)
+            else:
+                out.addmm_(p.t(), cols.t())
+        ctx.basis, ctx.layout = basis, layout
         # With a kept basis, the centred inputs too where backward owes their gradient: 1 / G more bytes,
         # and one pass over the inputs fewer.
         v = dist.values(0, in_dim) if keep and ctx.needs_input_grad[0] else None
         ctx.save_for_backward(u, grid, h, weight, phi, v)
-        return out
+        return out.t().contiguous() if transposed else out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -220,8 +254,9 @@ class _FusedSpline(torch.autograd.Function):
         u, grid, h, weight, phi, v = ctx.saved_tensors
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis
-        if not (need_grid or need_h) and basis.of_neg_square_derivative is not None and _neg_square(basis, u):
-            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, phi, v)
+        if _neg_square_backward(basis, u, grid, h):
+            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, ctx.layout,
+                                                  phi, v)
             return grad_u, None, None, grad_w, None, None
         return (*_backward(u, grid, h, weight, grad_out, basis, ctx.needs_input_grad, phi), None, None)
 
@@ -241,7 +276,7 @@ class _OneOutput(torch.autograd.Function):
         n, in_dim = u.shape
         g = grid.numel()
         keep = _keeps(u, g, keep_bytes)
-        cols = _Distances(u, grid, h, _step(n, in_dim, g, keep), neg_square=True, centre_major=True)
+        cols = _Distances(u, grid, h, _step(n, in_dim, g, keep), neg_square=True, layout="centre")
         out = u.new_zeros(n)
         phi = None
         for a, b in _blocks(in_dim, cols.step):
@@ -260,7 +295,7 @@ class _OneOutput(torch.autograd.Function):
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
         n, in_dim = u.shape
         g = grid.numel()
-        cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), neg_square=True, centre_major=True)
+        cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), neg_square=True, layout="centre")
         go = grad_out[:, 0]
         sums = cols.rows
         grad_u = torch.empty_like(u) if need_u else None
@@ -291,17 +326,19 @@ def _neg_square(basis, u: Tensor) -> bool:
 
 
 class _WeightGrad:
-    """``grad_w = grad_out.T @ basis``, gathered block by block of feature-major basis rows."""
+    """``grad_w = grad_out.T @ basis``, gathered block by block of basis rows (block * G, N)."""
 
-    def __init__(self, u: Tensor, weight: Tensor, grad_out: Tensor, whole: bool):
+    def __init__(self, u: Tensor, weight: Tensor, grad_out: Tensor, whole: bool, feature_major: bool):
         self.grad_out, self.whole = grad_out, whole
         self.grad_w = torch.empty_like(weight)
         # Column blocks of grad_w are strided writes; when the weight has at
         # least as many rows as the batch, one product over all basis values
-        # (a temporary no larger than grad_w) is much faster. A basis that comes
-        # in one block (``whole``) is that product already.
-        gather = not whole and u.shape[0] <= weight.shape[0]
-        self.phis = u.new_empty(weight.shape[1], u.shape[0]) if gather else None
+        # (a temporary no larger than grad_w, laid out like the blocks) is much
+        # faster. A basis that comes in one block (``whole``) is that product already.
+        self.phis = None
+        if not whole and u.shape[0] <= weight.shape[0]:
+            n, k = u.shape[0], weight.shape[1]
+            self.phis = u.new_empty(k, n) if feature_major else u.new_empty(n, k).t()
 
     def add(self, cols: slice, phi: Tensor) -> None:
         """``phi``: (block * G, N), the basis rows of weight columns ``cols``."""
@@ -318,27 +355,27 @@ class _WeightGrad:
         return self.grad_w
 
 
-def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, kept=None, kept_v=None):
-    """Backward for ``phi = k(-d**2)`` with a frozen grid and width.
+def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, layout, kept=None, kept_v=None):
+    """Backward for ``phi = k(-d**2)`` with a frozen grid and width, the basis laid out as ``layout``.
 
     dL/du = sum over centres of P * k'(-d**2) * -2 (v - c) / h**2, with P the
     output gradient carried back through the weight; written as
     (-2 / h**2) * (v * S1 - S2) where (S1, S2) are the sums of P * k' with
-    weights 1 and c over the centres: one batched (2, G) @ (G, N) product per
-    input feature, no derivative pass over the distances.
+    weights 1 and c over the centres: one (2, G) product per input feature
+    (see ``_input_gradient``), no derivative pass over the distances.
     """
+    feature = layout == "feature"
     if kept is not None:
         # Nothing to rebuild (and in the first layer of a model without LayerNorm's affine, one product).
         grad_w = torch.mm(grad_out.t(), kept.t()) if need_w else None
         rows = _constants(grid, h).rows
-        return _input_gradient(kept, kept_v, weight, grad_out, basis, rows) if need_u else None, grad_w
+        return _input_gradient(kept, kept_v, weight, grad_out, basis, rows, feature) if need_u else None, grad_w
     n, in_dim = u.shape
     g = grid.numel()
     step = _step(n, in_dim, g, _whole_backward(u, g, weight, need_u, None))
-    dist = _Distances(u, grid, h, step, neg_square=True)
-    sums = dist.rows
+    dist = _Distances(u, grid, h, step, neg_square=True, layout=layout)
     grad_u = torch.empty_like(u) if need_u else None
-    grad_w = _WeightGrad(u, weight, grad_out, step == in_dim) if need_w else None
+    grad_w = _WeightGrad(u, weight, grad_out, step == in_dim, feature) if need_w else None
     for a, b in _blocks(in_dim, step):
         cols = slice(a * g, b * g)
         t, v = dist.block(a, b)
@@ -346,16 +383,25 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, ke
         if grad_w is not None:
             grad_w.add(cols, phi)
         if need_u:
-            grad_u[:, a:b] = _input_gradient(phi, v, weight[:, cols], grad_out, basis, sums)
+            grad_u[:, a:b] = _input_gradient(phi, v, weight[:, cols], grad_out, basis, dist.rows, feature)
     return grad_u, grad_w.result() if grad_w is not None else None
 
 
-def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, basis, rows: Tensor) -> Tensor:
-    """dL/du (N, block) from the basis phi (block * G, N) of the centred inputs v (block, N)."""
+def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, basis, rows: Tensor,
+                    feature_major: bool) -> Tensor:
+    """dL/du (N, block) from the basis phi (block * G, N) of the centred inputs v (block, N).
+
+    Each product runs on the basis' own memory layout: feature-major, a batched
+    (2, G) @ (G, N) per input; input-major, one (2, G) @ (G, N * block).
+    """
     m, n = v.shape
-    q = torch.mm(weight.t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
-    s12 = torch.matmul(rows, q.view(m, -1, n))  # (block, 2, N)
-    return torch.addcmul(s12[:, 1], v, s12[:, 0]).t()
+    if feature_major:
+        q = torch.mm(weight.t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
+        s12 = torch.matmul(rows, q.view(m, -1, n))  # (block, 2, N)
+        return torch.addcmul(s12[:, 1], v, s12[:, 0]).t()
+    q = torch.mm(grad_out, weight).mul_(basis.of_neg_square_derivative(phi).t())  # (N, block * G)
+    s12 = torch.mm(rows, q.view(-1, rows.shape[1]).t())  # (2, N * block)
+    return torch.addcmul(s12[1], v.t().reshape(-1), s12[0]).view(n, m)
 
 
 def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
@@ -368,7 +414,7 @@ def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
     dist = _Distances(u, grid, h, step)
     inv_h = dist.inv_h
     grad_u = torch.empty_like(u) if need_u else None
-    grad_w = _WeightGrad(u, weight, grad_out, step == in_dim) if need_w else None
+    grad_w = _WeightGrad(u, weight, grad_out, step == in_dim, True) if need_w else None
     # dL/dd summed over batch and inputs per centre (grid), and weighted by d (width).
     sum_gd = grid.new_zeros(g) if need_grid else None
     sum_gd_d = h.new_zeros(()) if need_h else None

@@ -143,7 +143,7 @@ def test_weight_gradient_without_an_input_gradient_matches_reference(basis, out)
 
 @pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "expit", "centred-expit"])
 @pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64)])
-@pytest.mark.parametrize("out", [3, 1], ids=["input-major", "centre-major"])
+@pytest.mark.parametrize("out", [3, 60, 1], ids=["feature-major", "input-major", "centre-major"])
 def test_square_shortcut_is_accurate_in_float32(basis, grid, out):
     # The fused path gets d**2 of these bases as one sum of large terms (one
     # output: as a square of d), and the input gradient as v * S1 - S2; both
@@ -164,7 +164,7 @@ def test_square_shortcut_is_accurate_in_float32(basis, grid, out):
     torch.testing.assert_close(results[0][1], results[1][1], rtol=2e-4, atol=2e-4)
 
 
-@pytest.mark.parametrize("out", [3, 1], ids=["input-major", "centre-major"])
+@pytest.mark.parametrize("out", [3, 30, 1], ids=["feature-major", "input-major-gathered-grad-w", "centre-major"])
 def test_fused_path_blocks_match_one_block(monkeypatch, fused_path, out):
     import fastkan.fused as fused
 
@@ -231,7 +231,7 @@ def test_fastkan_and_bspline_kan_gradcheck():
         assert gradcheck_module(model, x)
 
 
-@pytest.mark.parametrize("out", [2, 1], ids=["input-major", "centre-major"])
+@pytest.mark.parametrize("out", [2, 1], ids=["many-outputs", "one-output"])
 def test_fused_backward_is_once_differentiable(out):
     layer = FastKANLayer(3, out, dtype=torch.float64)
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
