@@ -231,20 +231,18 @@ class _FusedSpline(torch.autograd.Function):
         # (6.2 against 7.2 ms a block).
         transposed = weight.shape[0] <= n
         out = u.new_zeros(weight.shape[0], n) if transposed else u.new_zeros(n, weight.shape[0])
-        phi = None
         for a, b in _blocks(in_dim, step):
-            p = fn(dist.block(a, b)[0])
+            d, v = dist.block(a, b)
+            p = fn(d)
             cols = weight[:, a * g : b * g]
-            if keep:
-                phi = p  # one block
             if transposed:
                 out.addmm_(cols, p)
             else:
                 out.addmm_(p.t(), cols.t())
+        phi = p if keep else None  # a kept basis is one block
+        # With it, the centred inputs where backward owes their gradient: 1 / G more bytes, no pass there.
+        v = v if keep and ctx.needs_input_grad[0] else None
         ctx.basis, ctx.layout = basis, layout
-        # With a kept basis, the centred inputs too where backward owes their gradient: 1 / G more bytes,
-        # and one pass over the inputs fewer.
-        v = dist.values(0, in_dim) if keep and ctx.needs_input_grad[0] else None
         ctx.save_for_backward(u, grid, h, weight, phi, v)
         return out.t().contiguous() if transposed else out
 
