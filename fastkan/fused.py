@@ -4,11 +4,13 @@ The plain composition allocates several (N, in, G) tensors in the forward
 pass and keeps them for backward, which is what makes KANs slow and heavy.
 Here the basis is built one cache-sized block of input features at a time
 and multiplied straight away; backward recomputes each block, so only the
-inputs are saved. Any registered basis works: its derivative is the one
-registered with it, else autograd on the block. A layer with one output
-and a basis of ``-d**2`` on a frozen grid takes ``fastkan.compiled``'s kernels
-on the CPU where they compile, and otherwise lays the basis out centre-major
-(``_OneOutput``).
+inputs are saved (a basis of at most ``KEEP_BASIS_BYTES`` is built in one
+block and kept instead). Any registered basis works: its derivative is the one
+registered with it, else autograd on the block. A layer with several outputs
+lays the basis out feature-major or input-major (``_Distances``, ``_feature_major``).
+A layer with one output and a basis of ``-d**2`` on a frozen grid takes
+``fastkan.compiled``'s kernels on the CPU where they compile, and otherwise lays
+the basis out centre-major (``_OneOutput``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from . import compiled
 BLOCK_ELEMENTS = 1 << 18
 
 # Below this many bytes of basis values per layer call, forward keeps the basis for backward
-# instead of rebuilding it there: at mnist's sizes rebuilding cost more time than the bytes
-# are worth. Set it to 0 to always recompute (least memory), or pass keep_basis_bytes to a layer.
+# instead of rebuilding it there (with the centred inputs, 1 / G as many bytes, where the input
+# needs a gradient): at mnist's sizes rebuilding cost more time than the bytes are worth. Set it
+# to 0 to always recompute (least memory), or pass keep_basis_bytes to a layer.
 KEEP_BASIS_BYTES = 2 << 20
 
 # At or below this many basis values per layer call (batch x inputs x centres), the layer

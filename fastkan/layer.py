@@ -110,8 +110,8 @@ class FastKANLayer(nn.Module):
     with fast-kan's constructor arguments and defaults. The spline path is
     evaluated without the intermediate tensors of the plain composition: by
     Triton kernels on CUDA where they cover the basis (``fastkan.triton_spline``),
-    else by ``fastkan.fused``, which keeps the (N, input_dim * num_grids) basis
-    for backward when it is at most ``keep_basis_bytes`` (default
+    else by ``fastkan.fused``, which keeps the (N, input_dim * num_grids) basis (and
+    the centred inputs) for backward when it is at most ``keep_basis_bytes`` (default
     ``fastkan.fused.KEEP_BASIS_BYTES``) and otherwise rebuilds it there block by
     block; on the CPU, one-output layers with a basis of ``-d**2`` run compiled
     reductions that write no basis at all (``fastkan.compiled``), and calls of at
