@@ -268,7 +268,7 @@ class _OneOutput(torch.autograd.Function):
     The basis is laid out centre-major, (G, N, block): each step of building
     it is one contiguous pass (a broadcast subtraction, a square, the basis),
     and the product with the weight is G matrix-vector products. In the
-    input-major layout that many outputs need, the subtraction broadcasts
+    input-major layout (see ``_Distances``) the subtraction broadcasts
     over an innermost dimension of only G and is several times slower.
     """
 
