@@ -317,8 +317,7 @@ class _OneOutput(torch.autograd.Function):
 
 
 def _one_output(basis, u: Tensor, weight: Tensor) -> bool:
-    return (weight.shape[0] == 1 and _neg_square(basis, u) and basis.of_neg_square_derivative is not None
-            and not basis.grid.requires_grad and not basis.denominator.requires_grad)
+    return weight.shape[0] == 1 and _neg_square_backward(basis, u, *basis.tensors())
 
 
 def _neg_square(basis, u: Tensor) -> bool:
@@ -482,4 +481,4 @@ def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None 
         y = compiled.one_output(u, basis, weight)
         if y is not None:
             return y
-    return (_OneOutput if one else _FusedSpline).apply(u, basis.grid, basis.denominator, weight, basis, keep)
+    return (_OneOutput if one else _FusedSpline).apply(u, *basis.tensors(), weight, basis, keep)
