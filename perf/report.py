@@ -5,7 +5,7 @@
     python -m perf.report bases [RUN ...] [--config mnist] [--markdown] [--plot FILE]
     python -m perf.report leaderboard [RUN ...] [--markdown] [--plot FILE] [--configs a,b]
     python -m perf.report accuracy [RUN ...] [--markdown] [--plot FILE]
-    python -m perf.report goals PLAIN_RUN LEAN_RUN [--also RUN] [--markdown]
+    python -m perf.report goals PLAIN_RUN LEAN_RUN [PLAIN_RUN LEAN_RUN ...] [--also RUN] [--markdown]
 
 RUN is a saved JSON file, a pytest-benchmark storage folder (its latest run)
 or a run number/id in the default storage; without RUN, the latest saved

@@ -101,24 +101,48 @@ def test_plot_has_full_names_sorted_fastest_on_top(tmp_path, monkeypatch):
         ["mlp", "faster-kan (WRONG gradients)", "inkan", "lean-fastkan", "fastkan-gaussian"]] * 2
 
 
-def test_goals_table_divides_ratios_to_the_same_reference(tmp_path, capsys):
-    def run(path, reference, ratios):
-        benches = []
-        for model, (f_ratio, b_ratio) in ratios.items():
-            for p, ms, ratio in (("forward", 2.0, f_ratio), ("backward", 2.0, b_ratio)):
-                entry = bench(model, p, ms, config="mnist")
-                entry["extra_info"].update(reference_model=reference, reference_ratio=ratio)
-                benches.append(entry)
-        path.write_text(json.dumps({"machine_info": MACHINE, "benchmarks": benches}))
-        return path
+def _goals_run(path, reference, ratios):
+    benches = []
+    for model, (f_ratio, b_ratio) in ratios.items():
+        for p, ms, ratio in (("forward", 2.0, f_ratio), ("backward", 2.0, b_ratio)):
+            entry = bench(model, p, ms, config="mnist")
+            entry["extra_info"].update(reference_model=reference, reference_ratio=ratio)
+            benches.append(entry)
+    path.write_text(json.dumps({"machine_info": MACHINE, "benchmarks": benches}))
+    return path
 
-    plain = run(tmp_path / "plain.json", "plain-fastkan",
-                {"fastkan-gaussian": (0.9, 0.9), "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)})
-    lean = run(tmp_path / "lean.json", "lean-fastkan",
-               {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (1.2, 1.2), "inkan": (0.8, 0.8)})
+
+def test_goals_table_divides_ratios_to_the_same_reference(tmp_path, capsys):
+    plain = _goals_run(tmp_path / "plain.json", "plain-fastkan",
+                       {"fastkan-gaussian": (0.9, 0.9), "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)})
+    lean = _goals_run(tmp_path / "lean.json", "lean-fastkan",
+                      {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (1.2, 1.2), "inkan": (0.8, 0.8)})
     assert main(["goals", str(plain), str(lean)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist"))
     # default / plain 0.9; default / fast-kan 1.5 / 1.2; fastest peer inkan; lean / inkan 1 / 0.8; / MLP 3.0, 2.0
     assert row.split() == ["mnist", "0.90", "1.25", "n/a", "inkan", "1.25", "3.00", "2.00"]
     assert main(["goals", str(plain)]) == 2
-    assert "give two runs" in capsys.readouterr().err
+    assert "give pairs of runs" in capsys.readouterr().err
+
+
+def test_goals_over_several_pairs_gives_median_and_range(tmp_path, capsys):
+    pairs = []
+    # Per pair: default / plain-fastkan, then inkan's and fast-kan's ratios to lean-fastkan.
+    for i, (plain_ratio, inkan, fast_kan) in enumerate([(0.9, 0.8, 1.2), (0.8, 1.25, 1.0), (1.0, 0.8, 1.5)]):
+        pairs.append(_goals_run(tmp_path / f"plain{i}.json", "plain-fastkan",
+                                {"fastkan-gaussian": (plain_ratio,) * 2, "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)}))
+        pairs.append(_goals_run(tmp_path / f"lean{i}.json", "lean-fastkan",
+                                {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (fast_kan,) * 2, "inkan": (inkan,) * 2}))
+    assert main(["goals", *map(str, pairs)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("mnist"))
+    cells = [c.strip() for c in row.split("  ") if c.strip()]
+    # default / fast-kan: 1.5 / 1.2, 1.5 / 1.0, 1.5 / 1.5; the fastest peer: inkan, fast-kan, inkan;
+    # lean-fastkan over it: 1 / 0.8, 1 / 1.0, 1 / 0.8.
+    assert cells == ["mnist", "0.90 [0.80, 1.00]", "1.25 [1.00, 1.50]", "n/a", "inkan (2 of 3)",
+                     "1.25 [1.00, 1.25]", "3.00 [2.67, 3.33]", "2.00 [2.00, 2.00]"]
+    assert "over 3 pairs of runs" in out
+    assert main(["goals", *map(str, pairs[:3])]) == 2
+    assert "got 3 run(s)" in capsys.readouterr().err
+    assert main(["goals", *map(str, pairs[:4]), "--also", str(pairs[0])]) == 2
+    assert "single pair" in capsys.readouterr().err
