@@ -28,6 +28,9 @@ OF_NEG_SQUARE: dict[str, BasisFn] = {}
 #: name -> ``k'(t)`` given ``phi = k(t)``; must leave ``phi`` as it is (it may be the basis kept for backward).
 #: Optional, with ``of_neg_square``: the fused backward then needs no pass over ``d``.
 OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
+#: name -> ``radius``: the basis is exactly 0 wherever ``|d| >= radius``.
+#: Optional: large grids then evaluate only the bumps near each input (``fastkan.local``).
+SUPPORTS: dict[str, float] = {}
 
 # Beyond this |d| every decaying bump below is 0 in float64 (exp(-745) == 0),
 # so clamping there changes no value and keeps pow/exp gradients finite.
@@ -58,6 +61,7 @@ def register(
     derivative: DerivativeFn | None = None,
     of_neg_square: BasisFn | None = None,
     of_neg_square_derivative: Callable[[Tensor], Tensor] | None = None,
+    support: float | None = None,
     **options: float,
 ):
     """Register ``fn`` (with fixed keyword ``options``) as basis ``name``.
@@ -67,10 +71,13 @@ def register(
     ``of_neg_square`` and ``of_neg_square_derivative`` are optional speed-ups
     of the fused path: without the first it differentiates ``fn`` by autograd,
     without the second it evaluates ``fn(d)``, without the third its backward
-    works on ``d`` with ``derivative``.
+    works on ``d`` with ``derivative``. ``support``: a radius beyond which ``fn``
+    is exactly 0, for bases of compact support.
     """
     if of_neg_square_derivative is not None and of_neg_square is None:
         raise ValueError(f"basis {name!r}: of_neg_square_derivative needs of_neg_square")
+    if support is not None and not (isinstance(support, (int, float)) and 0 < support < float("inf")):
+        raise ValueError(f"basis {name!r}: support must be a positive finite radius, got {support!r}")
 
     def add(f: BasisFn) -> BasisFn:
         if name in BASES:
@@ -82,6 +89,8 @@ def register(
             OF_NEG_SQUARE[name] = of_neg_square
         if of_neg_square_derivative is not None:
             OF_NEG_SQUARE_DERIVATIVES[name] = of_neg_square_derivative
+        if support is not None:
+            SUPPORTS[name] = float(support)
         return f
 
     return add(fn) if fn is not None else add
@@ -192,7 +201,7 @@ def _wendland_derivative(d: Tensor, phi: Tensor) -> Tensor:
     return (s * s).mul_(s).mul_(d).mul_(-20.0)
 
 
-@register("wendland", derivative=_wendland_derivative)
+@register("wendland", derivative=_wendland_derivative, support=1.0)
 def wendland(d: Tensor) -> Tensor:
     """Wendland's C2 bump ``max(0, 1 - |d|)**4 * (4|d| + 1)``: compact support |d| < 1."""
     a = d.abs().clamp(max=1.0)
@@ -201,7 +210,7 @@ def wendland(d: Tensor) -> Tensor:
     return s2 * s2 * (4.0 * a + 1.0)
 
 
-@register("hat", derivative=lambda d, phi: torch.sign(d).neg_().mul_(phi > 0))
+@register("hat", derivative=lambda d, phi: torch.sign(d).neg_().mul_(phi > 0), support=1.0)
 def hat(d: Tensor) -> Tensor:
     """The order-1 B-spline ``max(0, 1 - |d|)``: piecewise linear interpolation."""
     return (1.0 - d.abs()).clamp(min=0.0)
@@ -214,7 +223,7 @@ def _bspline_derivative(d: Tensor, phi: Tensor) -> Tensor:
     return torch.where(a < 1.0, inner, outer).mul_(torch.sign(d))
 
 
-@register("bspline", derivative=_bspline_derivative)
+@register("bspline", derivative=_bspline_derivative, support=2.0)
 def bspline(d: Tensor) -> Tensor:
     """The exact cardinal cubic B-spline centred at 0 with unit knot spacing.
 

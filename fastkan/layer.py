@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import fused
-from .bases import DERIVATIVES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, get_basis
+from . import fused, local
+from .bases import DERIVATIVES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, SUPPORTS, get_basis
 
 
 def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -75,6 +75,7 @@ class RadialBasis(nn.Module):
         self.derivative = DERIVATIVES.get(basis)
         self.of_neg_square = OF_NEG_SQUARE.get(basis)
         self.of_neg_square_derivative = OF_NEG_SQUARE_DERIVATIVES.get(basis)
+        self.support = SUPPORTS.get(basis)
         self.name = basis
         factory = {"device": device, "dtype": dtype}
         self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)
@@ -117,6 +118,8 @@ class FastKANLayer(nn.Module):
     reductions that write no basis at all (``fastkan.compiled``), and calls of at
     most ``fastkan.fused.PLAIN_ELEMENTS`` basis values (``fastkan.compiled.PLAIN_ELEMENTS``
     for those layers) take the plain composition, whose few operations cost less there.
+    A basis of compact support on a large frozen uniform grid is evaluated at the few
+    centres near each input only (``fastkan.local``).
     ``fused=False`` always runs the plain composition, kept as the reference.
 
     The submodules (``layernorm``, ``basis``, ``spline_linear``, ``base_linear``) hold the
@@ -200,12 +203,15 @@ class FastKANLayer(nn.Module):
         return y if base is None else y + base
 
     def _fused_spline(self, u: Tensor, basis: RadialBasis, weight: Tensor) -> Tensor:
-        """Triton's kernels on CUDA where they cover the basis, else ``fastkan.fused``."""
+        """Triton's kernels on CUDA where they cover the basis, ``fastkan.local`` for compact bases on
+        large grids, else ``fastkan.fused``."""
         if u.is_cuda and u.shape[0] > 0:
             from . import triton_spline
 
             if triton_spline.available(u, basis):
                 return triton_spline.triton_spline(u, basis, weight)
+        if local.takes_local(u, basis):
+            return local.local_spline(u, basis, weight)
         return fused.fused_spline(u, basis, weight, self.keep_basis_bytes)
 
     def _part(self, name: str):

@@ -1,0 +1,120 @@
+"""fastkan.local: compact bases on large grids from the bumps near each input, against the plain composition."""
+
+import pytest
+import torch
+
+from fastkan import FastKANLayer, local
+from fastkan.bases import SUPPORTS, register
+
+COMPACT = sorted(SUPPORTS)
+
+
+@pytest.fixture
+def always_local(monkeypatch):
+    """The local path for every call of a compact basis, whatever its size."""
+    monkeypatch.setattr(local, "LOCAL_RATIO", 0)
+    monkeypatch.setattr(local, "LOCAL_ROWS", 0)
+
+
+def inputs(n, in_dim, grid_min, grid_max, dtype=torch.float64):
+    """Inputs across and beyond the grid, some exactly on its centres and edges."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.empty(n, in_dim, dtype=dtype).uniform_(grid_min - 1.5, grid_max + 1.5, generator=g)
+    u[0, :3] = torch.tensor([grid_min, grid_max, 0.0], dtype=dtype)
+    return u
+
+
+def plain(u, layer):
+    return layer.basis.forward(u).flatten(-2) @ layer.spline_linear.weight.t()
+
+
+@pytest.mark.parametrize("width", [1.0, 1.5, 0.7])  # the bumps' width h, in grid spacings
+@pytest.mark.parametrize("basis", COMPACT)
+def test_values_and_gradients_match_the_plain_composition(basis, width, always_local):
+    g = 12
+    layer = FastKANLayer(5, 3, num_grids=g, basis=basis, denominator=width * 4.0 / (g - 1), dtype=torch.float64)
+    u = inputs(40, 5, -2.0, 2.0)
+    assert local.takes_local(u, layer.basis)
+    outs, grads = [], []
+    for f in (lambda x: local.local_spline(x, layer.basis, layer.spline_linear.weight), lambda x: plain(x, layer)):
+        x = u.clone().requires_grad_()
+        layer.zero_grad()
+        y = f(x)
+        y.backward(torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y))
+        outs.append(y.detach())
+        grads.append((x.grad, layer.spline_linear.weight.grad.clone()))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-12)
+    # Row 0's inputs sit on knots, where hat's derivative jumps: either side's value is right there.
+    torch.testing.assert_close(grads[0][0][1:], grads[1][0][1:], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("basis", COMPACT)
+def test_gradcheck(basis, always_local):
+    layer = FastKANLayer(3, 2, num_grids=10, basis=basis, dtype=torch.float64)
+    # Away from the knots, where hat and bspline's derivatives jump or bend.
+    u = (torch.arange(12, dtype=torch.float64).view(4, 3) * 0.377 - 2.1).requires_grad_()
+    w = layer.spline_linear.weight
+    assert torch.autograd.gradcheck(lambda x, w: local.local_spline(x, layer.basis, w), (u, w))
+
+
+def test_non_finite_inputs(always_local):
+    layer = FastKANLayer(4, 3, num_grids=16, basis="bspline", dtype=torch.float64)
+    u = inputs(6, 4, -2.0, 2.0)
+    u[1, 0], u[2, 1], u[3, 2] = float("inf"), float("-inf"), float("nan")
+    y = local.local_spline(u, layer.basis, layer.spline_linear.weight)
+    expected = plain(u, layer)
+    assert torch.isnan(y[3]).all() and torch.isnan(expected[3]).all()
+    keep = [0, 1, 2, 4, 5]
+    torch.testing.assert_close(y[keep], expected[keep], rtol=1e-10, atol=1e-12)
+
+
+def test_which_calls_take_it():
+    u = torch.randn(256, 8)
+    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
+    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="hat").basis)
+    # Too few centres per candidate (bspline: 4 candidates), or too few rows of them.
+    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="bspline").basis)
+    assert not local.takes_local(u[:8], FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
+    # Wider bumps have more candidates: ceil(2 * 2 * 2) = 8 for bspline with h twice the spacing.
+    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=32, basis="bspline", denominator=8 / 31).basis)
+    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="gaussian").basis)
+    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_grid=True).basis)
+    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_denominator=True).basis)
+    uneven = FastKANLayer(8, 4, num_grids=64, basis="bspline").basis
+    with torch.no_grad():
+        uneven.grid[10] += 0.01
+    assert not local.takes_local(u, uneven)
+
+
+def test_the_layer_takes_it_and_matches_the_reference(record_calls):
+    torch.manual_seed(0)
+    layer = FastKANLayer(16, 8, num_grids=64, basis="bspline")
+    reference = FastKANLayer(16, 8, num_grids=64, basis="bspline", fused=False, dtype=torch.float64)
+    reference.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
+    calls = record_calls(local, "local_spline")
+    x = torch.randn(512, 16)  # above fastkan.fused.PLAIN_ELEMENTS basis values
+    y = layer(x)
+    assert len(calls) == 1
+    expected = reference(x.double())
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
+    y.square().sum().backward()
+    expected.square().sum().backward()
+    for a, b in zip(layer.parameters(), reference.parameters()):
+        if a.requires_grad:  # float32 sums over 512 rows: roundoff relative to the gradient's largest entry
+            torch.testing.assert_close(a.grad.double(), b.grad, rtol=0, atol=1e-5 * b.grad.abs().max().item())
+
+
+def test_double_backward_is_refused_not_wrong(always_local):
+    layer = FastKANLayer(4, 3, num_grids=16, basis="bspline", dtype=torch.float64)
+    x = inputs(8, 4, -2.0, 2.0).requires_grad_()
+    (g,) = torch.autograd.grad(local.local_spline(x, layer.basis, layer.spline_linear.weight).sum(), x,
+                               create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("support", [0.0, -1.0, float("inf"), "2"])
+def test_bad_support(support):
+    with pytest.raises(ValueError, match="support must be a positive finite radius"):
+        register("never-registered", lambda d: d, support=support)
