@@ -2,18 +2,25 @@
 
 A basis with compact support (``|d| < radius``: 2 for ``bspline``, 1 for ``hat`` and
 ``wendland``) is zero at all but ``K = ceil(2 * radius * h / spacing)`` centres around
-each input. Where the grid has many more centres than that, the layer evaluates the
-basis on those K distances per input only, (N, in, K), and multiplies them with the
-weight columns they select by ``F.embedding_bag`` (a sparse product) instead of the
-(N, in * G) basis and a dense product. Autograd differentiates that composition, so the
-gradients are the plain composition's. Measured forward + backward on a [256 -> 256]
-layer, batch 256, 1 thread (this project's CPU, torch 2.13): ``bspline`` at G = 64 took
-66 against 139 ms with the dense fused path, at G = 32 46 against 65 ms, at G = 16 42
-against 36 ms; ``hat`` at G = 16 (K = 2) 23 against 26 ms, at G = 8 23 against 13 ms;
-``bspline`` at G = 64 with batch 64 27 against 38 ms, batch 16 19 against 15 ms (the
-product needs the weight transposed, a copy of it per call, kept for backward).
-There is no double backward (torch has none for ``embedding_bag``'s per-sample weights):
-as with ``fastkan.fused``, build the layer with ``fused=False`` for higher derivatives.
+each input. Where the grid has more centres than that, the layer evaluates the basis on
+those K distances per input only, (N, in, K), and then either
+
+- scatters them into the (N, in * G) basis, multiplied by the weight as in the dense
+  path and rebuilt in backward (``_Scattered``): the basis function runs on K / G of the
+  values; or
+- multiplies them with the weight columns they select by ``F.embedding_bag`` (a sparse
+  product: K / G of the multiply-adds), where many centres per candidate and many outputs
+  pay for its fixed costs (a transposed copy of the weight per call, kept for backward,
+  and a sorting backward).
+
+Autograd differentiates what surrounds them, so the gradients are the plain composition's.
+Measured forward + backward of one layer, 256 inputs, batch 256, 1 thread (this project's
+CPU, torch 2.13), against the dense fused path: ``bspline`` with 256 outputs at G = 8 took
+15.9 against 17.0 ms scattered, at G = 16 26 against 38, at G = 64 86 scattered, 62 by
+embedding_bag, against 133; with one output at G = 64 12 against 42 (embedding_bag: 25);
+``hat`` with 256 outputs at G = 32 44 scattered, 29 by embedding_bag, against 52. There is no
+double backward: build the layer with ``fused=False`` for higher derivatives, as for
+``fastkan.fused``.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fused import _is_compiling
+from .fused import _is_compiling, _refuse_double_backward
 
 # The local path needs at least this many centres per candidate (G >= LOCAL_RATIO * K) ...
-LOCAL_RATIO = 8
-# ... and at least this many rows of candidates per call (N * G / K): below, copying the weight
-# for the sparse product costs more than the dense path spends (see the module docstring).
-LOCAL_ROWS = 1024
+LOCAL_RATIO = 2
+# ... and the sparse product (embedding_bag) this many, with at least SPARSE_OUTPUTS outputs and
+# SPARSE_ROWS rows: below, its fixed costs exceed what it saves over the scattered basis.
+SPARSE_RATIO = 16
+SPARSE_OUTPUTS = 64
+SPARSE_ROWS = 64
 # Grids whose centres are this close to linspace (relative to the spacing) count as uniform.
 _UNIFORM = 1e-5
 
@@ -58,7 +67,7 @@ def candidates(radius: float, h: float, spacing: float) -> int:
 
 
 def takes_local(u: Tensor, basis) -> bool:
-    """Whether a call on u (N, in) takes the local path: CPU, a frozen uniform grid, many centres per candidate."""
+    """Whether a call on u (N, in) takes the local path: CPU, a frozen uniform grid, K well below G."""
     radius = basis.support
     if radius is None or u.device.type != "cpu" or _is_compiling():
         return False
@@ -68,10 +77,31 @@ def takes_local(u: Tensor, basis) -> bool:
     if g < LOCAL_RATIO or grid.requires_grad or h.requires_grad:
         return False
     found = uniform_grid(grid)
-    if found is None:
-        return False
-    k = candidates(radius, float(h), found[1])
-    return g >= LOCAL_RATIO * k and u.shape[0] * g >= LOCAL_ROWS * k
+    return found is not None and g >= LOCAL_RATIO * candidates(radius, float(h), found[1])
+
+
+class _Scattered(torch.autograd.Function):
+    """``B @ weight.T`` with B (N, in * G) zero but for ``phi`` (N, in * K) at columns ``cols``;
+    B is built again in backward, so only phi and cols are kept."""
+
+    @staticmethod
+    def forward(ctx, phi: Tensor, cols: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(phi, cols, weight)
+        return _scatter(phi, cols, weight.shape[1]) @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        _refuse_double_backward()
+        phi, cols, weight = ctx.saved_tensors
+        need_phi, _, need_w = ctx.needs_input_grad
+        grad_phi = torch.gather(grad_out @ weight, 1, cols) if need_phi else None
+        grad_w = grad_out.t() @ _scatter(phi, cols, weight.shape[1]) if need_w else None
+        return grad_phi, None, grad_w
+
+
+def _scatter(phi: Tensor, cols: Tensor, width: int) -> Tensor:
+    # Adding: a candidate beyond the grid (value 0) shares its column with a real one.
+    return phi.new_zeros(phi.shape[0], width).scatter_add_(1, cols, phi)
 
 
 def local_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
@@ -90,8 +120,9 @@ def local_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
     first = torch.floor(s.detach() - radius) + 1.0
     c = first[..., None] + torch.arange(k, dtype=u.dtype)  # (N, in, K)
     inside = (c >= 0) & (c < g)  # candidates beyond the grid have no centre
-    phi = basis.fn((s[..., None] - c) * (spacing / h)) * inside
+    phi = (basis.fn((s[..., None] - c) * (spacing / h)) * inside).view(n, -1)
     # where(): a NaN input gives a NaN centre number, which must not become an index.
-    cols = torch.where(inside, c, 0).long() + torch.arange(0, in_dim * g, g)[:, None]
-    return F.embedding_bag(cols.view(n, -1), weight.t().contiguous(), per_sample_weights=phi.view(n, -1),
-                           mode="sum")
+    cols = (torch.where(inside, c, 0).long() + torch.arange(0, in_dim * g, g)[:, None]).view(n, -1)
+    if g >= SPARSE_RATIO * k and weight.shape[0] >= SPARSE_OUTPUTS and n >= SPARSE_ROWS:
+        return F.embedding_bag(cols, weight.t().contiguous(), per_sample_weights=phi, mode="sum")
+    return _Scattered.apply(phi, cols, weight)
