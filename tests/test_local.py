@@ -13,6 +13,7 @@ COMPACT = sorted(SUPPORTS)
 def always_local(request, monkeypatch):
     """The local path for every call of a compact basis, whatever its size, with either product."""
     monkeypatch.setattr(local, "LOCAL_RATIO", 0)
+    monkeypatch.setattr(local, "LOCAL_GRID", 0)
     for name in ("SPARSE_RATIO", "SPARSE_OUTPUTS", "SPARSE_ROWS"):
         monkeypatch.setattr(local, name, 0 if request.param == "sparse" else 1 << 30)
     return "EmbeddingBagBackward" if request.param == "sparse" else "_ScatteredBackward"
@@ -76,12 +77,12 @@ def test_non_finite_inputs(always_local):
 def test_which_calls_take_it():
     u = torch.randn(256, 8)
     assert local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
-    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=8, basis="bspline").basis)
-    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=4, basis="hat").basis)
-    # Too few centres per candidate (bspline: 4 candidates).
-    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=7, basis="bspline").basis)
-    # Wider bumps have more candidates: ceil(2 * 2 * 2) = 8 for bspline with h twice the spacing.
-    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=8, basis="bspline", denominator=8 / 7).basis)
+    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="bspline").basis)
+    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="hat").basis)
+    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=15, basis="hat").basis)  # below LOCAL_GRID
+    # Wider bumps have more candidates: ceil(2 * 2 * 3) = 12 for bspline with h three spacings.
+    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=24, basis="bspline", denominator=3 * 4 / 23).basis)
+    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="bspline", denominator=3 * 4 / 15).basis)
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="gaussian").basis)
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_grid=True).basis)
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_denominator=True).basis)
