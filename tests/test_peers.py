@@ -15,6 +15,9 @@ from perf.gradcheck import TOLERANCE, check_model, gradient_error, verdict
 @pytest.fixture
 def fresh_peers(monkeypatch):
     """Peers imported anew, and whatever they register removed afterwards."""
+    # Checkouts loaded by earlier tests (FAST_KAN_PATH and kin set) would be found in sys.modules.
+    for name in [n for n in sys.modules if n.startswith(("_peer_", "fasterkan"))]:
+        monkeypatch.delitem(sys.modules, name)
     before = set(sys.modules)
     peers._module.cache_clear()
     yield
