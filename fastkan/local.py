@@ -73,7 +73,8 @@ def candidates(radius: float, h: float, spacing: float) -> int:
 def takes_local(u: Tensor, basis) -> bool:
     """Whether a call on u (N, in) takes the local path: CPU, a frozen uniform grid, K well below G."""
     radius = basis.support
-    if radius is None or u.device.type != "cpu" or _is_compiling():
+    # Half precisions hold centre numbers exactly only up to 256 (bfloat16): they keep the dense path.
+    if radius is None or u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64) or _is_compiling():
         return False
     grid, h = basis.tensors()
     g = grid.numel()
@@ -109,7 +110,7 @@ def _scatter(phi: Tensor, cols: Tensor, width: int) -> Tensor:
 
 def local_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in * G) -> (N, out), from the K
-    candidate centres of each input; ``basis`` has a ``support`` and a frozen uniform grid."""
+    candidate centres of each input; ``basis`` has a ``support`` and a frozen uniform grid (``takes_local``)."""
     grid, h = basis.tensors()
     n, in_dim = u.shape
     g = grid.numel()
@@ -123,9 +124,9 @@ def local_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
     first = torch.floor(s.detach() - radius) + 1.0
     c = first[..., None] + torch.arange(k, dtype=u.dtype)  # (N, in, K)
     inside = (c >= 0) & (c < g)  # candidates beyond the grid have no centre
-    phi = (basis.fn((s[..., None] - c) * (spacing / h)) * inside).view(n, -1)
+    phi = (basis.fn((s[..., None] - c) * (spacing / h)) * inside).view(n, in_dim * k)
     # where(): a NaN input gives a NaN centre number, which must not become an index.
-    cols = (torch.where(inside, c, 0).long() + torch.arange(0, in_dim * g, g)[:, None]).view(n, -1)
+    cols = (torch.where(inside, c, 0).long() + torch.arange(0, in_dim * g, g)[:, None]).view(n, in_dim * k)
     if g >= SPARSE_RATIO * k and weight.shape[0] >= SPARSE_OUTPUTS and n >= SPARSE_ROWS:
         return F.embedding_bag(cols, weight.t().contiguous(), per_sample_weights=phi, mode="sum")
     return _Scattered.apply(phi, cols, weight)

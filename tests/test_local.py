@@ -86,6 +86,7 @@ def test_which_calls_take_it():
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="gaussian").basis)
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_grid=True).basis)
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_denominator=True).basis)
+    assert not local.takes_local(u.bfloat16(), FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
     uneven = FastKANLayer(8, 4, num_grids=64, basis="bspline").basis
     with torch.no_grad():
         uneven.grid[10] += 0.01
@@ -117,6 +118,15 @@ def test_the_layer_takes_it_and_matches_the_reference(record_calls):
     for a, b in zip(layer.parameters(), reference.parameters()):
         if a.requires_grad:  # float32 sums over 512 rows: roundoff relative to the gradient's largest entry
             torch.testing.assert_close(a.grad.double(), b.grad, rtol=0, atol=1e-5 * b.grad.abs().max().item())
+
+
+def test_an_empty_batch(always_local):
+    layer = FastKANLayer(4, 3, num_grids=16, basis="bspline")
+    x = torch.empty(0, 4, requires_grad=True)
+    y = local.local_spline(x, layer.basis, layer.spline_linear.weight)
+    assert y.shape == (0, 3)
+    y.sum().backward()
+    assert x.grad.shape == (0, 4) and not layer.spline_linear.weight.grad.any()
 
 
 def test_double_backward_is_refused_not_wrong(always_local):
