@@ -76,7 +76,8 @@ def register(
     """
     if of_neg_square_derivative is not None and of_neg_square is None:
         raise ValueError(f"basis {name!r}: of_neg_square_derivative needs of_neg_square")
-    if support is not None and not (isinstance(support, (int, float)) and 0 < support < float("inf")):
+    if support is not None and (isinstance(support, bool) or not isinstance(support, (int, float))
+                                or not 0 < support < float("inf")):
         raise ValueError(f"basis {name!r}: support must be a positive finite radius, got {support!r}")
 
     def add(f: BasisFn) -> BasisFn:

@@ -72,7 +72,7 @@ def candidates(radius: float, h: float, spacing: float) -> int:
 
 def takes_local(u: Tensor, basis) -> bool:
     """Whether a call on u (N, in) takes the local path: CPU, a frozen uniform grid, K well below G."""
-    radius = basis.support
+    radius = getattr(basis, "support", None)  # None also for a RadialBasis pickled before bases had supports
     # Half precisions hold centre numbers exactly only up to 256 (bfloat16): they keep the dense path.
     if radius is None or u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64) or _is_compiling():
         return False

@@ -140,7 +140,7 @@ def test_double_backward_is_refused_not_wrong(always_local):
         g.sum().backward()
 
 
-@pytest.mark.parametrize("support", [0.0, -1.0, float("inf"), "2"])
+@pytest.mark.parametrize("support", [0.0, -1.0, float("inf"), float("nan"), "2", True])
 def test_bad_support(support):
     with pytest.raises(ValueError, match="support must be a positive finite radius"):
         register("never-registered", lambda d: d, support=support)
