@@ -87,6 +87,9 @@ def test_which_calls_take_it():
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_grid=True).basis)
     assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_denominator=True).basis)
     assert not local.takes_local(u.bfloat16(), FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
+    underived = FastKANLayer(8, 4, num_grids=64, basis="bspline").basis
+    underived.derivative = None  # backward needs it for the input gradient
+    assert not local.takes_local(u, underived)
     uneven = FastKANLayer(8, 4, num_grids=64, basis="bspline").basis
     with torch.no_grad():
         uneven.grid[10] += 0.01
@@ -118,6 +121,17 @@ def test_the_layer_takes_it_and_matches_the_reference(record_calls):
     for a, b in zip(layer.parameters(), reference.parameters()):
         if a.requires_grad:  # float32 sums over 512 rows: roundoff relative to the gradient's largest entry
             torch.testing.assert_close(a.grad.double(), b.grad, rtol=0, atol=1e-5 * b.grad.abs().max().item())
+
+
+def test_the_scattered_product_keeps_only_the_inputs(monkeypatch):
+    monkeypatch.setattr(local, "SPARSE_RATIO", 1 << 30)
+    layer = FastKANLayer(8, 4, num_grids=32, basis="bspline")
+    u = torch.randn(64, 8, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+        y = local.local_spline(u, layer.basis, layer.spline_linear.weight)
+    assert type(y.grad_fn).__name__ == "_ScatteredBackward"
+    assert set(saved) <= {u.data_ptr(), layer.spline_linear.weight.data_ptr()}
 
 
 def test_an_empty_batch(always_local):
