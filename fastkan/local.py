@@ -73,10 +73,10 @@ def candidates(radius: float, h: float, spacing: float) -> int:
 def takes_local(u: Tensor, basis) -> bool:
     """Whether a call on u (N, in) takes the local path: CPU, a frozen uniform grid, K well below G."""
     radius = getattr(basis, "support", None)  # None also for a RadialBasis pickled before bases had supports
-    if basis.derivative is None:  # backward takes the input gradient through it
-        return False
-    # Half precisions hold centre numbers exactly only up to 256 (bfloat16): they keep the dense path.
-    if radius is None or u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64) or _is_compiling():
+    # Backward takes the input gradient through the registered derivative. Half precisions hold
+    # centre numbers exactly only up to 256 (bfloat16): they keep the dense path.
+    if (radius is None or basis.derivative is None or u.device.type != "cpu"
+            or u.dtype not in (torch.float32, torch.float64) or _is_compiling()):
         return False
     grid, h = basis.tensors()
     g = grid.numel()
