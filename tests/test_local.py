@@ -1,7 +1,11 @@
 """fastkan.local: compact bases on large grids from the bumps near each input, against the plain composition."""
 
+from unittest import mock
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastkan import FastKANLayer, local
 from fastkan.bases import SUPPORTS, register
@@ -52,6 +56,23 @@ def test_values_and_gradients_match_the_plain_composition(basis, width, always_l
     # Row 0's inputs sit on knots, where hat's derivative jumps: either side's value is right there.
     torch.testing.assert_close(grads[0][0][1:], grads[1][0][1:], rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+
+
+@given(basis=st.sampled_from(COMPACT), width=st.floats(0.3, 3.0), g=st.integers(2, 40), sparse=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_any_grid_and_width_matches_the_plain_composition(basis, width, g, sparse, seed):
+    layer = FastKANLayer(3, 4, num_grids=g, basis=basis, grid_min=-1.0, grid_max=2.0,
+                         denominator=width * 3.0 / (g - 1), dtype=torch.float64)
+    u = torch.empty(16, 3, dtype=torch.float64).uniform_(-3.0, 4.0, generator=torch.Generator().manual_seed(seed))
+    u.requires_grad_()
+    with mock.patch.multiple(local, SPARSE_RATIO=0 if sparse else 1 << 30, SPARSE_OUTPUTS=0, SPARSE_ROWS=0):
+        y = local.local_spline(u, layer.basis, layer.spline_linear.weight)
+    expected = plain(u, layer)
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)
+    go = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(seed + 1))
+    (a,) = torch.autograd.grad(y, u, go)
+    (b,) = torch.autograd.grad(expected, u, go)
+    torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("basis", COMPACT)
