@@ -210,8 +210,9 @@ class FastKANLayer(nn.Module):
 
             if triton_spline.available(u, basis):
                 return triton_spline.triton_spline(u, basis, weight)
-        if local.takes_local(u, basis):
-            return local.local_spline(u, basis, weight)
+        geometry = local.plan(u, basis)
+        if geometry is not None:
+            return local.local_spline(u, basis, weight, geometry)
         return fused.fused_spline(u, basis, weight, self.keep_basis_bytes)
 
     def _part(self, name: str):

@@ -26,6 +26,7 @@ backward: build the layer with ``fused=False`` for higher derivatives, as for ``
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -70,23 +71,45 @@ def candidates(radius: float, h: float, spacing: float) -> int:
     return math.ceil(2.0 * radius * h / spacing * (1.0 - 1e-6))
 
 
-def takes_local(u: Tensor, basis) -> bool:
-    """Whether a call on u (N, in) takes the local path: CPU, a frozen uniform grid, K well below G."""
+class Geometry(NamedTuple):
+    """A frozen uniform grid as the local path needs it."""
+
+    start: float  # the first centre
+    spacing: float
+    h: float  # the bumps' width
+    g: int  # centres
+    k: int  # candidates per input
+    radius: float  # the support's radius, in centres
+
+
+def _geometry(basis) -> Geometry | None:
+    """The geometry of ``basis``'s grid, or None where it is not uniform."""
+    grid, h = basis.tensors()
+    found = uniform_grid(grid)
+    if found is None:
+        return None
+    (start, spacing), h = found, float(h)
+    return Geometry(start, spacing, h, grid.numel(), candidates(basis.support, h, spacing),
+                    basis.support * h / spacing)
+
+
+def plan(u: Tensor, basis) -> Geometry | None:
+    """The grid's geometry where a call on u (N, in) takes the local path (CPU, a frozen uniform
+    grid, K well below G), else None."""
     radius = getattr(basis, "support", None)  # None also for a RadialBasis pickled before bases had supports
     # Backward takes the input gradient through the registered derivative. Half precisions hold
     # centre numbers exactly only up to 256 (bfloat16): they keep the dense path.
     if (radius is None or basis.derivative is None or u.device.type != "cpu"
             or u.dtype not in (torch.float32, torch.float64) or _is_compiling()):
-        return False
+        return None
     grid, h = basis.tensors()
-    g = grid.numel()
-    if g < LOCAL_GRID or grid.requires_grad or h.requires_grad:
-        return False
-    found = uniform_grid(grid)
-    return found is not None and g >= LOCAL_RATIO * candidates(radius, float(h), found[1])
+    if grid.numel() < LOCAL_GRID or grid.requires_grad or h.requires_grad:
+        return None
+    geometry = _geometry(basis)
+    return geometry if geometry is not None and geometry.g >= LOCAL_RATIO * geometry.k else None
 
 
-def _candidates(u: Tensor, geometry: tuple) -> tuple[Tensor, Tensor, Tensor]:
+def _candidates(u: Tensor, geometry: Geometry) -> tuple[Tensor, Tensor, Tensor]:
     """``(d, inside, cols)``: the scaled distances (N, in, K) from u (N, in) to its candidate centres,
     whether each candidate is a centre of the grid, and its weight column (N, in * K)."""
     start, spacing, h, g, k, radius = geometry
@@ -110,7 +133,7 @@ class _Scattered(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u: Tensor, weight: Tensor, basis, geometry: tuple) -> Tensor:
+    def forward(ctx, u: Tensor, weight: Tensor, basis, geometry: Geometry) -> Tensor:
         d, inside, cols = _candidates(u, geometry)
         ctx.basis, ctx.geometry = basis, geometry
         ctx.save_for_backward(u, weight)
@@ -121,7 +144,7 @@ class _Scattered(torch.autograd.Function):
         _refuse_double_backward()
         u, weight = ctx.saved_tensors
         need_u, need_w = ctx.needs_input_grad[:2]
-        basis, h = ctx.basis, ctx.geometry[2]
+        basis, h = ctx.basis, ctx.geometry.h
         d, inside, cols = _candidates(u, ctx.geometry)
         phi = basis.fn(d)
         grad_w = grad_out.t() @ _scatter(phi * inside, cols, weight.shape[1]) if need_w else None
@@ -139,16 +162,12 @@ def _scatter(phi: Tensor, cols: Tensor, width: int) -> Tensor:
     return phi.new_zeros(phi.shape[0], width).scatter_add_(1, cols, phi.view_as(cols))
 
 
-def local_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
+def local_spline(u: Tensor, basis, weight: Tensor, geometry: Geometry | None = None) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in * G) -> (N, out), from the K
     candidate centres of each input; ``basis`` has a ``support``, a ``derivative`` and a frozen uniform
-    grid (``takes_local``)."""
-    grid, h = basis.tensors()
-    n, g = u.shape[0], grid.numel()
-    start, spacing = uniform_grid(grid)
-    h = float(h)
-    k = candidates(basis.support, h, spacing)
-    geometry = (start, spacing, h, g, k, basis.support * h / spacing)  # the radius in centres
+    grid, whose ``geometry`` (from ``plan``) is found again where not given."""
+    geometry = geometry or _geometry(basis)
+    n, k, g = u.shape[0], geometry.k, geometry.g
     if g >= SPARSE_RATIO * k and weight.shape[0] >= SPARSE_OUTPUTS and n >= SPARSE_ROWS:
         # Autograd through the K values: embedding_bag's sparse backward is what saves the time here.
         d, inside, cols = _candidates(u, geometry)

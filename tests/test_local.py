@@ -41,7 +41,7 @@ def test_values_and_gradients_match_the_plain_composition(basis, width, always_l
     g = 12
     layer = FastKANLayer(5, 3, num_grids=g, basis=basis, denominator=width * 4.0 / (g - 1), dtype=torch.float64)
     u = inputs(40, 5, -2.0, 2.0)
-    assert local.takes_local(u, layer.basis)
+    assert local.plan(u, layer.basis)
     outs, grads = [], []
     for f in (lambda x: local.local_spline(x, layer.basis, layer.spline_linear.weight), lambda x: plain(x, layer)):
         x = u.clone().requires_grad_()
@@ -97,24 +97,24 @@ def test_non_finite_inputs(always_local):
 
 def test_which_calls_take_it():
     u = torch.randn(256, 8)
-    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
-    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="bspline").basis)
-    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="hat").basis)
-    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=15, basis="hat").basis)  # below LOCAL_GRID
+    assert local.plan(u, FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
+    assert local.plan(u, FastKANLayer(8, 4, num_grids=16, basis="bspline").basis)
+    assert local.plan(u, FastKANLayer(8, 4, num_grids=16, basis="hat").basis)
+    assert not local.plan(u, FastKANLayer(8, 4, num_grids=15, basis="hat").basis)  # below LOCAL_GRID
     # Wider bumps have more candidates: ceil(2 * 2 * 3) = 12 for bspline with h three spacings.
-    assert local.takes_local(u, FastKANLayer(8, 4, num_grids=24, basis="bspline", denominator=3 * 4 / 23).basis)
-    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=16, basis="bspline", denominator=3 * 4 / 15).basis)
-    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="gaussian").basis)
-    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_grid=True).basis)
-    assert not local.takes_local(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_denominator=True).basis)
-    assert not local.takes_local(u.bfloat16(), FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
+    assert local.plan(u, FastKANLayer(8, 4, num_grids=24, basis="bspline", denominator=3 * 4 / 23).basis)
+    assert not local.plan(u, FastKANLayer(8, 4, num_grids=16, basis="bspline", denominator=3 * 4 / 15).basis)
+    assert not local.plan(u, FastKANLayer(8, 4, num_grids=64, basis="gaussian").basis)
+    assert not local.plan(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_grid=True).basis)
+    assert not local.plan(u, FastKANLayer(8, 4, num_grids=64, basis="bspline", train_denominator=True).basis)
+    assert not local.plan(u.bfloat16(), FastKANLayer(8, 4, num_grids=64, basis="bspline").basis)
     underived = FastKANLayer(8, 4, num_grids=64, basis="bspline").basis
     underived.derivative = None  # backward needs it for the input gradient
-    assert not local.takes_local(u, underived)
+    assert not local.plan(u, underived)
     uneven = FastKANLayer(8, 4, num_grids=64, basis="bspline").basis
     with torch.no_grad():
         uneven.grid[10] += 0.01
-    assert not local.takes_local(u, uneven)
+    assert not local.plan(u, uneven)
 
 
 @pytest.mark.parametrize("n, out, g, product", [(64, 64, 64, "EmbeddingBag"), (256, 64, 32, "_Scattered"),
