@@ -1,18 +1,16 @@
 """Large CPU tensors on 2 MiB pages.
 
-glibc serves every block of 32 MiB or more (its largest mmap threshold)
-straight from the kernel, so a weight gradient that large, freed by
-``zero_grad`` and written again by the next backward, touches fresh 4 KiB
-pages every step, each first touch a page fault: on this project's CPU the
-product that writes ``kanbench-10m``'s 36 MB first-layer weight gradient
-took 35.9 ms into a fresh tensor, 21.1 ms into a reused one and 23.5 ms into
-one on 2 MiB pages. PyTorch's
+glibc serves every block above 32 MiB (its largest mmap threshold) straight
+from the kernel, so a weight gradient that large, freed by ``zero_grad`` and
+written again by the next backward, touches fresh 4 KiB pages every step,
+each first touch a page fault: on this project's CPU, a backward of
+``kanbench-10m``'s first layer wrote its 36 MB weight gradient in 35.9 ms
+where a reused buffer took 21.1 ms, and 23.5 ms on 2 MiB pages. PyTorch's
 ``THP_MEM_ALLOC_ENABLE=1`` asks for such pages for every tensor of the
-process; ``empty`` asks for them for the one tensor it makes (the fused
-path's weight gradients and its largest temporaries of backward), where the
-kernel allows it (``madvise`` or ``always`` in
-``/sys/kernel/mm/transparent_hugepage/enabled``), and otherwise behaves like
-``torch.empty``.
+process; ``empty`` asks for them for the one tensor it makes (the fused path's
+weight gradients and its largest temporaries of backward), where the kernel allows it (``madvise`` or ``always`` in
+``/sys/kernel/mm/transparent_hugepage/enabled``), and otherwise behaves
+like ``torch.empty_like``.
 """
 
 from __future__ import annotations
