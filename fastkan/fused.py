@@ -169,7 +169,7 @@ class _Distances:
         """(d or -d**2 of inputs a..b, v as values() gives it); d is valid until the next call."""
         m, g, n = b - a, self.c.numel(), self.n
         if self.buf is None:
-            self.buf = pages.empty((n * self.step * g,), self.u)
+            self.buf = self.u.new_empty(n * self.step * g)
         buf = self.buf[: g * n * m]
         v = self.values(a, b)
         if self.layout == "centre":
@@ -396,12 +396,10 @@ def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, ba
     """
     m, n = v.shape
     if feature_major:
-        q = torch.mm(weight.t(), grad_out.t(), out=pages.empty(phi.shape, phi))
-        q.mul_(basis.of_neg_square_derivative(phi))
+        q = torch.mm(weight.t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
         s12 = torch.matmul(rows, q.view(m, -1, n))  # (block, 2, N)
         return torch.addcmul(s12[:, 1], v, s12[:, 0]).t()
-    q = torch.mm(grad_out, weight, out=pages.empty((n, phi.shape[0]), phi))  # (N, block * G)
-    q.mul_(basis.of_neg_square_derivative(phi).t())
+    q = torch.mm(grad_out, weight).mul_(basis.of_neg_square_derivative(phi).t())  # (N, block * G)
     s12 = torch.mm(rows, q.view(-1, rows.shape[1]).t())  # (2, N * block)
     return torch.addcmul(s12[1], v.t().reshape(-1), s12[0]).view(n, m)
 
@@ -442,7 +440,7 @@ def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
             (grad_d,) = torch.autograd.grad(phi, d, weight[:, cols].t() @ grad_out.t())
             d = d.detach()
         else:
-            grad_d = torch.mm(weight[:, cols].t(), grad_out.t(), out=pages.empty(d.shape, d)).mul_(derivative(d, phi))
+            grad_d = torch.mm(weight[:, cols].t(), grad_out.t()).mul_(derivative(d, phi))
         rows = grad_d.view(b - a, g, n)
         if need_u:
             gu = rows.sum(1).mul_(inv_h)  # (block, N)

@@ -7,15 +7,14 @@ each first touch a page fault: on this project's CPU, a backward of
 ``kanbench-10m``'s first layer wrote its 36 MB weight gradient in 35.9 ms
 where a reused buffer took 21.1 ms, and 23.5 ms on 2 MiB pages. PyTorch's
 ``THP_MEM_ALLOC_ENABLE=1`` asks for such pages for every tensor of the
-process; ``empty`` asks for them for the one tensor it makes (the fused path's
-weight gradients and its largest temporaries of backward), where the kernel allows it (``madvise`` or ``always`` in
+process; ``empty_like`` asks for them for the one tensor it makes, where the
+kernel allows it (``madvise`` or ``always`` in
 ``/sys/kernel/mm/transparent_hugepage/enabled``), and otherwise behaves
 like ``torch.empty_like``.
 """
 
 from __future__ import annotations
 
-import math
 import mmap
 import sys
 
@@ -30,24 +29,18 @@ _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # new in
 _ADVISE = getattr(mmap, "MADV_HUGEPAGE", None) if sys.platform.startswith("linux") else None
 
 
-def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """An uninitialised contiguous tensor of ``shape`` with ``like``'s dtype and device, on 2 MiB pages
-    where it is large enough and the kernel allows it."""
-    count = math.prod(shape)
-    nbytes = count * like.element_size()
-    if _ADVISE is None or nbytes < HUGE_PAGE_BYTES or like.device.type != "cpu" or _is_compiling():
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
+def empty_like(t: Tensor) -> Tensor:
+    """An uninitialised contiguous tensor shaped like ``t``, on 2 MiB pages where large enough and allowed."""
+    nbytes = t.numel() * t.element_size()
+    if _ADVISE is None or nbytes < HUGE_PAGE_BYTES or t.device.type != "cpu" or _is_compiling():
+        return torch.empty(t.shape, dtype=t.dtype, device=t.device)
     try:
         # Private and anonymous: the kernel backs shared mappings by shmem, whose huge pages are a separate setting.
         block = mmap.mmap(-1, nbytes + _PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         block.madvise(_ADVISE)
     except (OSError, ValueError):
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
+        return torch.empty(t.shape, dtype=t.dtype, device=t.device)
     # The kernel maps a huge page only where a whole aligned 2 MiB lies inside the mapping.
-    offset = -torch.frombuffer(block, dtype=torch.uint8, count=1).data_ptr() % _PAGE
-    return torch.frombuffer(block, dtype=like.dtype, count=count, offset=offset).view(shape)
-
-
-def empty_like(t: Tensor) -> Tensor:
-    """``empty(t.shape, t)``."""
-    return empty(tuple(t.shape), t)
+    address = torch.frombuffer(block, dtype=torch.uint8, count=1).data_ptr()
+    offset = -address % _PAGE
+    return torch.frombuffer(block, dtype=t.dtype, count=t.numel(), offset=offset).view(t.shape)
