@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import compiled, pages
+from . import compiled
 
 # Basis values per block and torch thread (1 MiB in float32, about a core's
 # L2 cache). Measured on seed-300k and kanbench-10m layers: with 1 thread,
@@ -330,7 +330,7 @@ class _WeightGrad:
 
     def __init__(self, u: Tensor, weight: Tensor, grad_out: Tensor, whole: bool, feature_major: bool):
         self.grad_out, self.whole = grad_out, whole
-        self.grad_w = pages.empty_like(weight)
+        self.grad_w = torch.empty_like(weight)
         # Column blocks of grad_w are strided writes; when the weight has at
         # least as many rows as the batch, one product over all basis values
         # (a temporary no larger than grad_w, laid out like the blocks) is much
@@ -367,7 +367,7 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, la
     feature = layout == "feature"
     if kept is not None:
         # Nothing to rebuild (and in the first layer of a model without LayerNorm's affine, one product).
-        grad_w = torch.mm(grad_out.t(), kept.t(), out=pages.empty_like(weight)) if need_w else None
+        grad_w = torch.mm(grad_out.t(), kept.t()) if need_w else None
         rows = _constants(grid, h).rows
         return _input_gradient(kept, kept_v, weight, grad_out, basis, rows, feature) if need_u else None, grad_w
     n, in_dim = u.shape
