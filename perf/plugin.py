@@ -143,26 +143,37 @@ class Selection:
 TIMING_ENVIRONMENT = ("THP_MEM_ALLOC_ENABLE", "FASTKAN_COMPILE")
 
 
-def pin_malloc() -> bool:
-    """Fix glibc's malloc thresholds (Linux); True if done.
+# glibc's mallopt settings for the timed process (see pin_malloc), recorded in each run's machine_info.
+MALLOC = {"mmap_threshold": 32 << 20, "trim_threshold": 1 << 30, "mmap_max": 0}
+
+
+def pin_malloc() -> dict:
+    """Fix glibc's malloc thresholds (Linux): the settings applied (``MALLOC``), {} if not done.
 
     glibc raises its mmap threshold as large blocks are freed, so the same
     case flips between two speeds (fresh pages, or reused heap) depending
-    on what ran before it. Fixed thresholds keep tensors of up to 32 MiB on
-    the heap, reused like in a long training run.
+    on what ran before it. Blocks of 32 MiB and more (its largest threshold)
+    flip too: they come from the heap where earlier tensors left a free
+    chunk that large, else from fresh pages (kanbench-10m's 36 MB weight
+    gradient: plain-fastkan's backward took 62.8 ms in a run of that
+    configuration alone, 47.5 to 50.7 ms after eleven others). So every
+    block comes from the heap (no mmap) and freed ones stay there (trim
+    threshold 1 GiB): from the second round on a case reuses touched
+    memory, as a long training run does.
     """
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     if not name or not sys.platform.startswith("linux"):
-        return False
+        return {}
     try:
         libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+        option = {"trim_threshold": -1, "mmap_threshold": -3, "mmap_max": -4}  # M_* of malloc.h
+        done = all([libc.mallopt(option[k], v) for k, v in MALLOC.items()])
     except (OSError, AttributeError):
-        return False
+        return {}
+    return dict(MALLOC) if done else {}
 
 
 def _given(config, option: str) -> bool:
@@ -193,7 +204,7 @@ def pytest_configure(config):
     readable_defaults(config)
     selection = config._perf_selection = Selection(config)
     torch.set_num_threads(selection.threads)
-    config._perf_malloc_pinned = pin_malloc()
+    config._perf_malloc = pin_malloc()
     # Before pytest-benchmark opens its storage: one folder per device kind,
     # so CPU histories and those of each GPU kind never mix.
     report = getattr(config.option, "benchmark_json", None)
@@ -270,7 +281,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["torch"] = torch.__version__
     machine_info["torch_threads"] = torch.get_num_threads()
     machine_info["cuda_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    machine_info["malloc_pinned"] = getattr(config, "_perf_malloc_pinned", False)
+    malloc = getattr(config, "_perf_malloc", {})
+    machine_info["malloc_pinned"] = bool(malloc)
+    machine_info["malloc"] = malloc  # runs saved before this key pinned no mmap_max: their large blocks differ
     # Settings read from the environment that change the timings of every model (README, "Huge pages").
     machine_info["timing_environment"] = {k: os.environ[k] for k in TIMING_ENVIRONMENT if k in os.environ}
     selection = getattr(config, "_perf_selection", None)

@@ -220,3 +220,7 @@ def test_runs_timed_under_different_environments_are_flagged(tmp_path, capsys):
     c = write(tmp_path / "c.json", field(100), machine={**MACHINE, "timing_environment": {}})
     main(["--compare", str(a), str(c)])
     assert "timing_environment" not in capsys.readouterr().out
+    # Runs saved before malloc's settings were recorded took large blocks from mmap: not alike.
+    d = write(tmp_path / "d.json", field(100), machine={**MACHINE, "malloc": {"mmap_max": 0}})
+    main(["--compare", str(a), str(d)])
+    assert "warning: malloc differs: None (A) vs {'mmap_max': 0} (B)" in capsys.readouterr().out

@@ -1,12 +1,14 @@
 """The benchmark suite's own plugin, run inside pytester."""
 
 import json
+import sys
 
 import pytest
 import torch
 
 from fastkan import BASES
 from perf.cases import CONFIGS, PASSES, Setup, Case, models
+from perf.plugin import MALLOC, pin_malloc
 
 pytest_plugins = ["pytester"]
 
@@ -100,6 +102,7 @@ def test_autosaved_json_holds_every_field(suite, monkeypatch):
     assert data["machine_info"]["torch_threads"] == 1
     assert "cuda_device" in data["machine_info"]
     assert data["machine_info"]["timing_environment"] == {"THP_MEM_ALLOC_ENABLE": "1"}
+    assert data["machine_info"]["malloc"] == (MALLOC if sys.platform.startswith("linux") else {})
     benches = {b["param"]: b for b in data["benchmarks"]}
     assert len(benches) == 9
     for case_id, bench in benches.items():
@@ -258,3 +261,15 @@ def test_default_output_is_grouped_readable_and_ends_with_the_skip_summary(suite
     table = [line for line in out.splitlines() if "[mlp/tiny/cpu/" in line]
     assert table and all(len(line) <= 120 for line in table)
     assert "StdDev" not in out and "Median" in out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt and /proc/self/maps are glibc's and Linux's")
+def test_pinned_malloc_serves_large_blocks_from_the_heap():
+    # Without mmap_max 0, glibc maps a 40 MB block of its own unless the heap has a free chunk that large,
+    # so a case's large tensors would take fresh pages or reused ones depending on what ran before it.
+    assert pin_malloc() == MALLOC
+    block = torch.empty(10 << 20)
+    address = block.data_ptr()
+    with open("/proc/self/maps") as f:
+        heap = [line for line in f if line.rstrip().endswith("[heap]")]
+    assert any(int(a, 16) <= address < int(b, 16) for a, b in (line.split()[0].split("-") for line in heap))
