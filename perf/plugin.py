@@ -170,10 +170,10 @@ def pin_malloc() -> dict:
     try:
         libc = ctypes.CDLL(name)
         option = {"trim_threshold": -1, "mmap_threshold": -3, "mmap_max": -4}  # M_* of malloc.h
-        done = all([libc.mallopt(option[k], v) for k, v in MALLOC.items()])
+        applied = [libc.mallopt(option[k], v) for k, v in MALLOC.items()]  # each one, even after a refusal
     except (OSError, AttributeError):
         return {}
-    return dict(MALLOC) if done else {}
+    return dict(MALLOC) if all(applied) else {}
 
 
 def _given(config, option: str) -> bool:

@@ -1,6 +1,7 @@
 """The benchmark suite's own plugin, run inside pytester."""
 
 import json
+import platform
 import sys
 
 import pytest
@@ -11,6 +12,7 @@ from perf.cases import CONFIGS, PASSES, Setup, Case, models
 from perf.plugin import MALLOC, pin_malloc
 
 pytest_plugins = ["pytester"]
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 # Import every peer (and with flashkan and inkan, torch.compile and Triton) before any in-process
 # pytester run: pytester unloads the modules a run imported, and a native extension such as
@@ -102,7 +104,7 @@ def test_autosaved_json_holds_every_field(suite, monkeypatch):
     assert data["machine_info"]["torch_threads"] == 1
     assert "cuda_device" in data["machine_info"]
     assert data["machine_info"]["timing_environment"] == {"THP_MEM_ALLOC_ENABLE": "1"}
-    assert data["machine_info"]["malloc"] == (MALLOC if sys.platform.startswith("linux") else {})
+    assert data["machine_info"]["malloc"] == (MALLOC if GLIBC else {})
     benches = {b["param"]: b for b in data["benchmarks"]}
     assert len(benches) == 9
     for case_id, bench in benches.items():
@@ -263,7 +265,7 @@ def test_default_output_is_grouped_readable_and_ends_with_the_skip_summary(suite
     assert "StdDev" not in out and "Median" in out
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt and /proc/self/maps are glibc's and Linux's")
+@pytest.mark.skipif(not GLIBC, reason="mallopt and /proc/self/maps are glibc's and Linux's")
 def test_pinned_malloc_serves_large_blocks_from_the_heap():
     # Without mmap_max 0, glibc maps a 40 MB block of its own unless the heap has a free chunk that large,
     # so a case's large tensors would take fresh pages or reused ones depending on what ran before it.
