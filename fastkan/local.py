@@ -82,15 +82,13 @@ class Geometry(NamedTuple):
     radius: float  # the support's radius, in centres
 
 
-def _geometry(basis) -> Geometry | None:
-    """The geometry of ``basis``'s grid, or None where it is not uniform."""
-    grid, h = basis.tensors()
+def _geometry(grid: Tensor, h: Tensor, radius: float) -> Geometry | None:
+    """The geometry of a grid of bumps of width ``h`` and support ``radius``, or None where it is not uniform."""
     found = uniform_grid(grid)
     if found is None:
         return None
     (start, spacing), h = found, float(h)
-    return Geometry(start, spacing, h, grid.numel(), candidates(basis.support, h, spacing),
-                    basis.support * h / spacing)
+    return Geometry(start, spacing, h, grid.numel(), candidates(radius, h, spacing), radius * h / spacing)
 
 
 def plan(u: Tensor, basis) -> Geometry | None:
@@ -105,7 +103,7 @@ def plan(u: Tensor, basis) -> Geometry | None:
     grid, h = basis.tensors()
     if grid.numel() < LOCAL_GRID or grid.requires_grad or h.requires_grad:
         return None
-    geometry = _geometry(basis)
+    geometry = _geometry(grid, h, radius)
     return geometry if geometry is not None and geometry.g >= LOCAL_RATIO * geometry.k else None
 
 
@@ -166,7 +164,7 @@ def local_spline(u: Tensor, basis, weight: Tensor, geometry: Geometry | None = N
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in * G) -> (N, out), from the K
     candidate centres of each input; ``basis`` has a ``support``, a ``derivative`` and a frozen uniform
     grid, whose ``geometry`` (from ``plan``) is found again where not given."""
-    geometry = geometry or _geometry(basis)
+    geometry = geometry or _geometry(*basis.tensors(), basis.support)
     n, k, g = u.shape[0], geometry.k, geometry.g
     if g >= SPARSE_RATIO * k and weight.shape[0] >= SPARSE_OUTPUTS and n >= SPARSE_ROWS:
         # Autograd through the K values: embedding_bag's sparse backward is what saves the time here.
