@@ -22,10 +22,13 @@ BASES: dict[str, BasisFn] = {}
 #: name -> ``derivative(d, phi)``, the basis' derivative given ``phi = basis(d)``.
 #: Optional: the fused path uses it to skip autograd when recomputing a block.
 DERIVATIVES: dict[str, DerivativeFn] = {}
-#: name -> ``k`` with ``basis(d) == k(-d**2)``, free to overwrite its argument.
-#: Optional: the fused path then gets ``-d**2`` in one matrix product.
+#: name -> ``k`` with ``basis(d) == k(s * -d**2)``, ``s`` its ``NEG_SQUARE_SCALES`` entry (default 1),
+#: free to overwrite its argument. Optional: the fused path then builds ``s * -d**2`` in one pass.
 OF_NEG_SQUARE: dict[str, BasisFn] = {}
-#: name -> ``k'(t)`` given ``phi = k(t)``; must leave ``phi`` as it is (it may be the basis kept for backward).
+#: name -> ``s`` > 0, the factor ``of_neg_square``'s argument comes with: a basis whose first step
+#: scales ``-d**2`` gets that product for free, in the pass that squares ``d``.
+NEG_SQUARE_SCALES: dict[str, float] = {}
+#: name -> ``k'(t)`` for ``t = -d**2`` (unscaled) given ``phi``; must leave ``phi`` as it is (it may be the basis kept for backward).
 #: Optional, with ``of_neg_square``: the fused backward then needs no pass over ``d``.
 OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
 #: name -> ``radius``: the basis is exactly 0 wherever ``|d| >= radius``.
@@ -61,6 +64,7 @@ def register(
     derivative: DerivativeFn | None = None,
     of_neg_square: BasisFn | None = None,
     of_neg_square_derivative: Callable[[Tensor], Tensor] | None = None,
+    neg_square_scale: float | None = None,
     support: float | None = None,
     **options: float,
 ):
@@ -71,11 +75,18 @@ def register(
     ``of_neg_square`` and ``of_neg_square_derivative`` are optional speed-ups
     of the fused path: without the first it differentiates ``fn`` by autograd,
     without the second it evaluates ``fn(d)``, without the third its backward
-    works on ``d`` with ``derivative``. ``support``: a radius beyond which ``fn``
+    works on ``d`` with ``derivative``. ``neg_square_scale``: the factor ``s`` of
+    ``of_neg_square``'s argument ``s * -d**2`` (default 1). ``support``: a radius beyond which ``fn``
     is exactly 0, for bases of compact support.
     """
     if of_neg_square_derivative is not None and of_neg_square is None:
         raise ValueError(f"basis {name!r}: of_neg_square_derivative needs of_neg_square")
+    if neg_square_scale is not None:
+        if of_neg_square is None:
+            raise ValueError(f"basis {name!r}: neg_square_scale needs of_neg_square")
+        if (isinstance(neg_square_scale, bool) or not isinstance(neg_square_scale, (int, float))
+                or not 0 < neg_square_scale < float("inf")):
+            raise ValueError(f"basis {name!r}: neg_square_scale must be positive and finite, got {neg_square_scale!r}")
     if support is not None and (isinstance(support, bool) or not isinstance(support, (int, float))
                                 or not 0 < support < float("inf")):
         raise ValueError(f"basis {name!r}: support must be a positive finite radius, got {support!r}")
@@ -90,6 +101,8 @@ def register(
             OF_NEG_SQUARE[name] = of_neg_square
         if of_neg_square_derivative is not None:
             OF_NEG_SQUARE_DERIVATIVES[name] = of_neg_square_derivative
+        if neg_square_scale is not None:
+            NEG_SQUARE_SCALES[name] = float(neg_square_scale)
         if support is not None:
             SUPPORTS[name] = float(support)
         return f
@@ -126,11 +139,13 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
     return _abs_pow(d, exponent - 1.0).mul_(phi).mul_(torch.sign(d)).mul_(-exponent)
 
 
+# The fused path hands k its argument times log2(e), so exp(t) is exp2's one pass; the cap is exp(-64).
 @register(
     "gaussian",
     derivative=_gaussian_derivative,
-    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP).mul_(_LOG2E).exp2_(),
+    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP * _LOG2E).exp2_(),
     of_neg_square_derivative=lambda phi: phi,
+    neg_square_scale=_LOG2E,
 )
 def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
     """fast-kan's radial basis ``exp(-|d|**exponent)`` (exponent 2: Gaussian)."""

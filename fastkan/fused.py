@@ -15,6 +15,8 @@ the basis out centre-major (``_OneOutput``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -142,10 +144,11 @@ class _Distances:
     """
 
     def __init__(self, u: Tensor, grid: Tensor, h: Tensor, step: int, neg_square: bool = False,
-                 layout: str = "feature"):
+                 layout: str = "feature", scale: float = 1.0):
         self.u, self.step, self.neg_square, self.layout = u, step, neg_square, layout
         k = _constants(grid, h)
         self.inv_h, self.centre, self.far, self.c, self.rows = k.inv_h, k.centre, k.far, k.c, k.rows
+        self.square_scale = -scale * self.inv_h * self.inv_h  # -d**2 comes scaled by the basis' scale
         self.n = u.shape[0]
         self.buf = None  # allocated by the first block(): a kept basis needs only values()
         self.v_t = None  # (in, N), made by the first feature-major values()
@@ -179,12 +182,22 @@ class _Distances:
         else:
             d = torch.sub(v.t()[..., None], self.c, out=buf.view(n, m, g))
         if self.neg_square:
-            d.mul_(d).mul_(-self.inv_h * self.inv_h)
+            if isinstance(self.square_scale, float):
+                # Square and scale in one pass over the block, not two (0 + s * d * d).
+                torch.addcmul(_zero(d.dtype), d, d, value=self.square_scale, out=d)
+            else:  # a tensor (a GPU's or a compiled graph's h), which addcmul's value cannot take
+                d.mul_(d).mul_(self.square_scale)
         else:
             d.mul_(self.inv_h)
         if self.layout == "centre":
             return d, v
         return (d.view(m * g, n) if self.layout == "feature" else d.view(n, m * g).t()), v
+
+
+@functools.lru_cache(maxsize=8)
+def _zero(dtype: torch.dtype) -> Tensor:
+    """A 0-dim CPU zero, made once: only CPU calls get a Python number for the scale (``_Constants``)."""
+    return torch.zeros((), dtype=dtype)
 
 
 def _feature_major(n: int, weight: Tensor, neg_square_backward: bool) -> bool:
@@ -226,7 +239,7 @@ class _FusedSpline(torch.autograd.Function):
         step = _step(n, in_dim, g, keep)
         neg_square = _neg_square(basis, u)
         layout = "feature" if _feature_major(n, weight, _neg_square_backward(basis, u, grid, h)) else "input"
-        dist = _Distances(u, grid, h, step, neg_square, layout)
+        dist = _Distances(u, grid, h, step, neg_square, layout, basis.neg_square_scale)
         fn = basis.of_neg_square if neg_square else basis.fn
         # Each block p is (block * G, N). The product's orientation follows the shape, as measured here:
         # with no more outputs than inputs in the batch, out.T = weight @ p ((64, 512) @ (512, 10): 13 us,
@@ -277,7 +290,7 @@ class _OneOutput(torch.autograd.Function):
         n, in_dim = u.shape
         g = grid.numel()
         keep = _keeps(u, g, keep_bytes)
-        cols = _Distances(u, grid, h, _step(n, in_dim, g, keep), neg_square=True, layout="centre")
+        cols = _Distances(u, grid, h, _step(n, in_dim, g, keep), True, "centre", basis.neg_square_scale)
         out = u.new_zeros(n)
         phi = None
         for a, b in _blocks(in_dim, cols.step):
@@ -296,7 +309,8 @@ class _OneOutput(torch.autograd.Function):
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
         n, in_dim = u.shape
         g = grid.numel()
-        cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), neg_square=True, layout="centre")
+        cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), True, "centre",
+                          ctx.basis.neg_square_scale)
         go = grad_out[:, 0]
         sums = cols.rows
         grad_u = torch.empty_like(u) if need_u else None
@@ -368,12 +382,13 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, la
     if kept is not None:
         # Nothing to rebuild (and in the first layer of a model without LayerNorm's affine, one product).
         grad_w = torch.mm(grad_out.t(), kept.t()) if need_w else None
-        rows = _constants(grid, h).rows
-        return _input_gradient(kept, kept_v, weight, grad_out, basis, rows, feature) if need_u else None, grad_w
+        if not need_u:
+            return None, grad_w
+        return _input_gradient(kept, kept_v, weight, grad_out, basis, _constants(grid, h).rows, feature), grad_w
     n, in_dim = u.shape
     g = grid.numel()
     step = _step(n, in_dim, g, _whole_backward(u, g, weight, need_u, None))
-    dist = _Distances(u, grid, h, step, neg_square=True, layout=layout)
+    dist = _Distances(u, grid, h, step, True, layout, basis.neg_square_scale)
     grad_u = torch.empty_like(u) if need_u else None
     grad_w = _WeightGrad(u, weight, grad_out, step == in_dim, feature) if need_w else None
     for a, b in _blocks(in_dim, step):

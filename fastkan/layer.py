@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import fused, local
-from .bases import DERIVATIVES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, SUPPORTS, get_basis
+from .bases import DERIVATIVES, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, SUPPORTS, get_basis
 
 
 def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -75,6 +75,7 @@ class RadialBasis(nn.Module):
         self.derivative = DERIVATIVES.get(basis)
         self.of_neg_square = OF_NEG_SQUARE.get(basis)
         self.of_neg_square_derivative = OF_NEG_SQUARE_DERIVATIVES.get(basis)
+        self.neg_square_scale = NEG_SQUARE_SCALES.get(basis, 1.0)
         self.support = SUPPORTS.get(basis)
         self.name = basis
         factory = {"device": device, "dtype": dtype}

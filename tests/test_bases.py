@@ -1,5 +1,7 @@
 """Each basis against the cubic B-spline basis, and its gradients."""
 
+import re
+
 import pytest
 import torch
 from hypothesis import given
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 from fastkan import BASES, RadialBasis
 from fastkan import bases as bases_module
 from fastkan.approx import best_width, bspline_fit_error
-from fastkan.bases import OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline, get_basis, register
+from fastkan.bases import NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline, get_basis, register
 
 # Relative L2 error of the best linear map from each basis (default width: one
 # grid spacing) to the cubic B-spline basis, on the grid's interior. Measured
@@ -149,12 +151,12 @@ def test_unknown_basis_lists_known_names():
 
 @pytest.mark.parametrize("name", sorted(OF_NEG_SQUARE))
 def test_neg_square_form_is_the_basis(name):
-    # The fused path evaluates these bases as k(-d**2) and differentiates k by
-    # the registered formula; both must be the basis itself.
+    # The fused path evaluates these bases as k(s * -d**2) and differentiates k by
+    # the registered formula (with respect to -d**2); both must be the basis itself.
     t = -torch.linspace(0.01, 12, 2001, dtype=torch.float64).square().requires_grad_()
     reference = get_basis(name)(torch.sqrt(-t))  # k(t) by the basis itself
     (expected,) = torch.autograd.grad(reference.sum(), t)
-    phi = OF_NEG_SQUARE[name](t.detach().clone())
+    phi = OF_NEG_SQUARE[name](t.detach() * NEG_SQUARE_SCALES.get(name, 1.0))
     torch.testing.assert_close(phi, reference.detach())
     if name in OF_NEG_SQUARE_DERIVATIVES:
         torch.testing.assert_close(OF_NEG_SQUARE_DERIVATIVES[name](phi.clone()), expected)
@@ -164,3 +166,16 @@ def test_neg_square_derivative_needs_neg_square():
     with pytest.raises(ValueError, match="test-half.*needs of_neg_square"):
         register("test-half", lambda d: d, of_neg_square_derivative=lambda phi: phi)
     assert "test-half" not in BASES
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("inf"), float("nan"), True, "2"])
+def test_neg_square_scale_must_be_positive_and_finite(scale):
+    with pytest.raises(ValueError, match="test-scaled.*must be positive and finite, got " + re.escape(repr(scale))):
+        register("test-scaled", lambda d: d, of_neg_square=lambda t: t, neg_square_scale=scale)
+    assert "test-scaled" not in BASES
+
+
+def test_neg_square_scale_needs_neg_square():
+    with pytest.raises(ValueError, match="test-scaled.*needs of_neg_square"):
+        register("test-scaled", lambda d: d, neg_square_scale=2.0)
+    assert "test-scaled" not in BASES
