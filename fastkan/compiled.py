@@ -33,26 +33,29 @@ _KERNELS: dict = {}
 _broken: list[str] = []  # why compiling failed on this machine, once it has
 
 
-def _reductions(of_neg_square, derivative, scale: float):
+def _reductions(of_neg_square, derivative, scale: float, dtype: torch.dtype):
     """The forward reduction of a basis ``of_neg_square`` (argument ``scale * -d**2``) with that ``derivative``,
     and its two backward ones."""
+    # A tensor, not the float: compiled with dynamic=True, a Python number in the closure became a
+    # symbolic input, and the seed-300k forward took 12.1 ms against 7.3 ms with the constant.
+    scale = torch.tensor(-scale, dtype=dtype)
 
     def forward(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor) -> Tensor:
         """u (N, in), c (G,), w (G, in) -> (N,)."""
         d = (u[:, None, :] - c[:, None]) * inv_h
-        return (of_neg_square((d * d) * -scale) * w).sum((1, 2))
+        return (of_neg_square((d * d) * scale) * w).sum((1, 2))
 
     # Two kernels, not one returning both gradients: one would keep the (N, G, in) basis in a buffer
     # for the two reductions (32 MB for the seed's layer, measured), and took no less time.
     def weight_grad(u: Tensor, c: Tensor, inv_h: Tensor, go: Tensor) -> Tensor:
         """grad_w (G, in) for the output gradient go (N,)."""
         d = (u[:, None, :] - c[:, None]) * inv_h
-        return (of_neg_square((d * d) * -scale) * go[:, None, None]).sum(0)
+        return (of_neg_square((d * d) * scale) * go[:, None, None]).sum(0)
 
     def input_grad(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor, go: Tensor) -> Tensor:
         """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- fused._FAR h."""
         d = (u[:, None, :] - c[:, None]) * inv_h
-        return (derivative(of_neg_square((d * d) * -scale)) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
+        return (derivative(of_neg_square((d * d) * scale)) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
 
     return forward, weight_grad, input_grad
 
@@ -73,7 +76,7 @@ def _kernels(basis, dtype: torch.dtype):
     if key not in _KERNELS:
         k = tuple(torch.compile(_own_code(f), dynamic=True, fullgraph=True)
                   for f in _reductions(basis.of_neg_square, basis.of_neg_square_derivative,
-                                     basis.neg_square_scale))
+                                     basis.neg_square_scale, dtype))
         # Compiled here for symbolic sizes (and without grad, as autograd calls them), so later calls of
         # any size but 0 and 1 reuse the code; a failure surfaces now, in forward, where the eager path
         # can still take over.
