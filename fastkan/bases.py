@@ -28,7 +28,8 @@ OF_NEG_SQUARE: dict[str, BasisFn] = {}
 #: name -> ``s`` > 0, the factor ``of_neg_square``'s argument comes with: a basis whose first step
 #: scales ``-d**2`` gets that product for free, in the pass that squares ``d``.
 NEG_SQUARE_SCALES: dict[str, float] = {}
-#: name -> ``k'(t)`` for ``t = -d**2`` (unscaled) given ``phi``; must leave ``phi`` as it is (it may be the basis kept for backward).
+#: name -> ``k'(t)`` for ``t = -d**2`` (unscaled) given ``phi``; must leave ``phi`` as it is
+#: (it may be the basis kept for backward).
 #: Optional, with ``of_neg_square``: the fused backward then needs no pass over ``d``.
 OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
 #: name -> ``radius``: the basis is exactly 0 wherever ``|d| >= radius``.
