@@ -59,6 +59,11 @@ def _exp_neg(t: Tensor) -> Tensor:
     return torch.exp2(t.mul_(-_LOG2E))
 
 
+def _positive_finite(x) -> bool:
+    """Whether ``x`` is a real number (not a bool) in (0, inf); False for nan."""
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and 0 < x < float("inf")
+
+
 def register(
     name: str,
     fn: BasisFn | None = None,
@@ -85,11 +90,9 @@ def register(
     if neg_square_scale is not None:
         if of_neg_square is None:
             raise ValueError(f"basis {name!r}: neg_square_scale needs of_neg_square")
-        if (isinstance(neg_square_scale, bool) or not isinstance(neg_square_scale, (int, float))
-                or not 0 < neg_square_scale < float("inf")):
+        if not _positive_finite(neg_square_scale):
             raise ValueError(f"basis {name!r}: neg_square_scale must be positive and finite, got {neg_square_scale!r}")
-    if support is not None and (isinstance(support, bool) or not isinstance(support, (int, float))
-                                or not 0 < support < float("inf")):
+    if support is not None and not _positive_finite(support):
         raise ValueError(f"basis {name!r}: support must be a positive finite radius, got {support!r}")
 
     def add(f: BasisFn) -> BasisFn:
