@@ -109,6 +109,11 @@ def models() -> dict[str, Model]:
     table["plain-fastkan"] = Model(lambda c: FastKAN(c.layers, fused=False, **c.fastkan), basis="gaussian", fit=False)
     # LayerNorm without scale and shift: no input gradient in the first layer.
     table["lean-fastkan"] = Model(lambda c: FastKAN(c.layers, layernorm_affine=False, **c.fastkan), basis="gaussian")
+    # No LayerNorm at all: like for like with the peers that normalise nothing (inkan, flashkan, the
+    # B-spline KANs). A speed reference, so not in the fit tasks: without LayerNorm nothing keeps a
+    # hidden layer's outputs on the next layer's grid.
+    table["bare-fastkan"] = Model(lambda c: FastKAN(c.layers, use_layernorm=False, **c.fastkan), basis="gaussian",
+                                  fit=False)
     table["bspline"] = Model(_bspline, basis="bspline")
     table["mlp"] = Model(_mlp)
     table.update((name, _peer(name)) for name in PEERS)

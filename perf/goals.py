@@ -1,7 +1,7 @@
 """``python -m perf.report goals PLAIN_RUN LEAN_RUN [PLAIN_RUN LEAN_RUN ...]``: is the default FastKAN fastest everywhere?
 
-PLAIN_RUN timed our models with ``--perf-reference=plain-fastkan``, LEAN_RUN the peers (and the
-default FastKAN) with ``--perf-reference=lean-fastkan``; later runs given for the same case win
+PLAIN_RUN timed our models with ``--perf-reference=plain-fastkan``, LEAN_RUN the peers (with the
+default FastKAN and ``bare-fastkan``) with ``--perf-reference=lean-fastkan``; later runs given for the same case win
 (``--also RUN`` adds one to the first group of a single pair). A column that divides two models
 divides their ratios to the same reference. Several pairs (the two commands rerun) give each cell
 as the median and, in brackets, the lowest and highest pair: round-by-round intervals show the
@@ -34,17 +34,18 @@ def _divide(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(plain: dict, lean: dict) -> dict[tuple, tuple[str | None, list[float | None]]]:
-    """group -> (fastest peer, the table's six ratios) for one pair of runs, in ``HEADER``'s order."""
+    """group -> (fastest peer, the table's seven ratios) for one pair of runs, in ``HEADER``'s order."""
     out = {}
     for group in set(plain) & set(lean):
         p, q = plain[group], lean[group]
         r = {m: forward_backward(p[m]) for m in ("fastkan-gaussian", "lean-fastkan", "mlp") if m in p}
-        s = {m: forward_backward(q[m]) for m in (*PEERS, "fastkan-gaussian") if m in q}
+        s = {m: forward_backward(q[m]) for m in (*PEERS, "fastkan-gaussian", "bare-fastkan") if m in q}
         peers = {m: v for m, v in s.items() if m in PEERS and v}
         fastest = min(peers, key=peers.get) if peers else None
         g = s.get("fastkan-gaussian")
         out[group] = (fastest, [r.get("fastkan-gaussian"), _divide(g, peers.get("fast-kan")),
                                 _divide(g, peers.get("faster-kan")), _divide(1.0, peers.get(fastest)),
+                                _divide(s.get("bare-fastkan"), peers.get(fastest)),
                                 _divide(r.get("fastkan-gaussian"), r.get("mlp")),
                                 _divide(r.get("lean-fastkan"), r.get("mlp"))])
     return out
@@ -74,13 +75,15 @@ def rows(pairs: list[tuple[dict, dict]]) -> list[list[str]]:
     out = []
     for group in sorted(groups, key=lambda g: (not g[0].startswith(("tiny", "mnist", "seed", "kan")), g)):
         found = [r[group] for r in per_pair]
-        cells = [_cell([values[i] for _, values in found]) for i in range(6)]
+        cells = [_cell([values[i] for _, values in found]) for i in range(7)]
         out.append([group[0], *cells[:3], _fastest([name for name, _ in found]), *cells[3:]])
     return out
 
 
+# lean-fastkan (no LayerNorm affine) and bare-fastkan (no LayerNorm) are the like-for-like forms of
+# goal 3: the second for the peers that normalise nothing (inkan, flashkan, the B-spline KANs).
 HEADER = ["config", "default / plain-fastkan", "default / fast-kan", "default / faster-kan", "fastest peer",
-          "lean-fastkan / fastest peer", "default / MLP", "lean-fastkan / MLP"]
+          "lean-fastkan / fastest peer", "bare-fastkan / fastest peer", "default / MLP", "lean-fastkan / MLP"]
 
 
 def main(argv) -> int:

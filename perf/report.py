@@ -123,7 +123,7 @@ def compact(models: dict[str, dict[str, Record]]) -> tuple[list[str], list[list[
     """Every other FastKAN model in one table: its time relative to the reference KAN and the MLP (lower is better)."""
     ref = "efficient-kan" if "efficient-kan" in models else "bspline"
     others = [m for m in sorted(models, key=model_order)
-              if m != "fastkan-gaussian" and (m.startswith("fastkan-") or m in ("lean-fastkan", "plain-fastkan"))]
+              if m != "fastkan-gaussian" and (m.startswith("fastkan-") or m in ("lean-fastkan", "bare-fastkan", "plain-fastkan"))]
     header = ["model", f"fwd / {ref}", f"bwd / {ref}", "fwd / mlp", "bwd / mlp", "saved / mlp"]
     rows = []
     for m in others:

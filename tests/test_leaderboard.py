@@ -116,11 +116,13 @@ def test_goals_table_divides_ratios_to_the_same_reference(tmp_path, capsys):
     plain = _goals_run(tmp_path / "plain.json", "plain-fastkan",
                        {"fastkan-gaussian": (0.9, 0.9), "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)})
     lean = _goals_run(tmp_path / "lean.json", "lean-fastkan",
-                      {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (1.2, 1.2), "inkan": (0.8, 0.8)})
+                      {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (1.2, 1.2), "inkan": (0.8, 0.8),
+                       "bare-fastkan": (0.6, 0.6)})
     assert main(["goals", str(plain), str(lean)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist"))
-    # default / plain 0.9; default / fast-kan 1.5 / 1.2; fastest peer inkan; lean / inkan 1 / 0.8; / MLP 3.0, 2.0
-    assert row.split() == ["mnist", "0.90", "1.25", "n/a", "inkan", "1.25", "3.00", "2.00"]
+    # default / plain 0.9; default / fast-kan 1.5 / 1.2; fastest peer inkan; lean / inkan 1 / 0.8;
+    # bare / inkan 0.6 / 0.8; / MLP 3.0, 2.0
+    assert row.split() == ["mnist", "0.90", "1.25", "n/a", "inkan", "1.25", "0.75", "3.00", "2.00"]
     assert main(["goals", str(plain)]) == 2
     assert "give pairs of runs" in capsys.readouterr().err
 
@@ -140,7 +142,7 @@ def test_goals_over_several_pairs_gives_median_and_range(tmp_path, capsys):
     # default / fast-kan: 1.5 / 1.2, 1.5 / 1.0, 1.5 / 1.5; the fastest peer: inkan, fast-kan, inkan;
     # lean-fastkan over it: 1 / 0.8, 1 / 1.0, 1 / 0.8.
     assert cells == ["mnist", "0.90 [0.80, 1.00]", "1.25 [1.00, 1.50]", "n/a", "inkan (2 of 3)",
-                     "1.25 [1.00, 1.25]", "3.00 [2.67, 3.33]", "2.00 [2.00, 2.00]"]
+                     "1.25 [1.00, 1.25]", "n/a", "3.00 [2.67, 3.33]", "2.00 [2.00, 2.00]"]
     assert "over 3 pairs of runs" in out
     assert main(["goals", *map(str, pairs[:3])]) == 2
     assert "got 3 run(s)" in capsys.readouterr().err
