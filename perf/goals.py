@@ -1,8 +1,8 @@
 """``python -m perf.report goals PLAIN_RUN LEAN_RUN [PLAIN_RUN LEAN_RUN ...]``: is the default FastKAN fastest everywhere?
 
 PLAIN_RUN timed our models with ``--perf-reference=plain-fastkan``, LEAN_RUN the peers (with the
-default FastKAN and ``bare-fastkan``) with ``--perf-reference=lean-fastkan``; later runs given for the same case win
-(``--also RUN`` adds one to the first group of a single pair). A column that divides two models
+default FastKAN and ``bare-fastkan``) with ``--perf-reference=lean-fastkan``; later runs given for
+the same case win (``--also RUN`` adds one to the first group of a single pair). A column that divides two models
 divides their ratios to the same reference. Several pairs (the two commands rerun) give each cell
 as the median and, in brackets, the lowest and highest pair: round-by-round intervals show the
 noise within one run, not what changes from one process to the next (where each model's tensors

@@ -177,8 +177,8 @@ def main(argv) -> int:
              "saved: exact bytes of the tensors the forward pass keeps for backward",
              "gradients: float64 gradients of inputs and every trainable parameter against central differences "
              "(perf/gradcheck.py); WRONG (max relative error) above 1e-4",
-             "peers show their version (PyPI) or commit (checkout); fastkan-*, lean-fastkan, bare-fastkan, plain-fastkan and "
-             "bspline are this package's"]
+             "peers show their version (PyPI) or commit (checkout); fastkan-*, lean-fastkan, bare-fastkan, "
+             "plain-fastkan and bspline are this package's"]
     if tasks:
         notes.append(f"fit RMSE: geometric mean of the test RMSE over the fit tasks {', '.join(tasks)} "
                      "(pytest perf --perf-fit=quick)")
