@@ -53,6 +53,16 @@ def test_matrix_is_complete(suite):
     assert not any(i.startswith("pykan/seed-300k") for i in ids)
 
 
+def test_reference_models_are_the_layers_they_name():
+    table, cfg = models(), CONFIGS["mnist"]
+    plain, lean, bare = (table[m].build(cfg) for m in ("plain-fastkan", "lean-fastkan", "bare-fastkan"))
+    assert all(not layer.fused for layer in plain.layers)
+    assert all(layer.layernorm is not None and not layer.layernorm.elementwise_affine for layer in lean.layers)
+    assert all(layer.layernorm is None for layer in bare.layers)
+    # Speed references only: the fit tasks train the models a user would pick.
+    assert not table["plain-fastkan"].fit and not table["bare-fastkan"].fit
+
+
 def test_opt_in_axes_extend_the_ids(suite):
     result = suite.runpytest(
         "--collect-only", "-q", "--perf-config=tiny", "--perf-model=mlp", "--perf-device=cpu",
