@@ -13,9 +13,10 @@ from pathlib import Path
 
 from .gradcheck import TOLERANCE
 from .runs import Record, ReportError, Run
-from .tables import fmt_bytes, group_runs, load_runs, md_table, parse_report_args, report_parser, text_table
+from .tables import (FASTKAN_VARIANTS, fmt_bytes, group_runs, load_runs, md_table, parse_report_args,
+                     report_parser, text_table)
 
-OURS = ("fastkan-", "lean-fastkan", "bare-fastkan", "plain-fastkan", "bspline")
+OURS = ("fastkan-", *FASTKAN_VARIANTS, "bspline")
 
 
 def is_ours(model: str) -> bool:
@@ -177,8 +178,8 @@ def main(argv) -> int:
              "saved: exact bytes of the tensors the forward pass keeps for backward",
              "gradients: float64 gradients of inputs and every trainable parameter against central differences "
              "(perf/gradcheck.py); WRONG (max relative error) above 1e-4",
-             "peers show their version (PyPI) or commit (checkout); fastkan-*, lean-fastkan, bare-fastkan, "
-             "plain-fastkan and bspline are this package's"]
+             "peers show their version (PyPI) or commit (checkout); "
+             f"fastkan-*, {', '.join(FASTKAN_VARIANTS)} and bspline are this package's"]
     if tasks:
         notes.append(f"fit RMSE: geometric mean of the test RMSE over the fit tasks {', '.join(tasks)} "
                      "(pytest perf --perf-fit=quick)")

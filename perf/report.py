@@ -22,7 +22,7 @@ from pathlib import Path
 from .compare import MEMORY_THRESHOLD, compare
 from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
 from .stats import TooFewRounds, bootstrap
-from .tables import fmt_bytes, group_runs, md_table, model_order, text_table
+from .tables import FASTKAN_VARIANTS, fmt_bytes, group_runs, md_table, model_order, text_table
 
 EXIT_REGRESSED = 3
 COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
@@ -123,7 +123,7 @@ def compact(models: dict[str, dict[str, Record]]) -> tuple[list[str], list[list[
     """Every other FastKAN model in one table: its time relative to the reference KAN and the MLP (lower is better)."""
     ref = "efficient-kan" if "efficient-kan" in models else "bspline"
     others = [m for m in sorted(models, key=model_order)
-              if m != "fastkan-gaussian" and (m.startswith("fastkan-") or m in ("lean-fastkan", "bare-fastkan", "plain-fastkan"))]
+              if m != "fastkan-gaussian" and (m.startswith("fastkan-") or m in FASTKAN_VARIANTS)]
     header = ["model", f"fwd / {ref}", f"bwd / {ref}", "fwd / mlp", "bwd / mlp", "saved / mlp"]
     rows = []
     for m in others:

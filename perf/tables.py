@@ -11,6 +11,11 @@ from .runs import DEFAULT_STORAGE, Record, Run, load, resolve
 SPEED_PASSES = ("forward", "backward", "train-step")
 
 
+# The Gaussian FastKAN built or evaluated otherwise, timed beside the fastkan-<basis> models
+# (perf/cases.py): reports count them as this package's.
+FASTKAN_VARIANTS = ("lean-fastkan", "bare-fastkan", "plain-fastkan")
+
+
 def model_order(model: str) -> tuple[bool, str]:
     """Sort key of tables and figures: the FastKAN bases first, then the other models, by name."""
     return not model.startswith("fastkan-"), model
