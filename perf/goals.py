@@ -2,11 +2,11 @@
 
 PLAIN_RUN timed our models with ``--perf-reference=plain-fastkan``, LEAN_RUN the peers (with the
 default FastKAN and ``bare-fastkan``) with ``--perf-reference=lean-fastkan``; later runs given for
-the same case win (``--also RUN`` adds one to the first group of a single pair). A column that divides two models
-divides their ratios to the same reference. Several pairs (the two commands rerun) give each cell
-as the median and, in brackets, the lowest and highest pair: round-by-round intervals show the
-noise within one run, not what changes from one process to the next (where each model's tensors
-sit in memory).
+the same case win (``--also RUN`` adds one to the first group of a single pair). A column that
+divides two models divides their ratios to the same reference. Several pairs (the two commands
+rerun) give each cell as the median and, in brackets, the lowest and highest pair: round-by-round
+intervals show the noise within one run, not what changes from one process to the next (where each
+model's tensors sit in memory).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _divide(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(plain: dict, lean: dict) -> dict[tuple, tuple[str | None, list[float | None]]]:
-    """group -> (fastest peer, the table's seven ratios) for one pair of runs, in ``HEADER``'s order."""
+    """group -> (fastest peer, the table's ratios) for one pair of runs, in ``HEADER``'s order."""
     out = {}
     for group in set(plain) & set(lean):
         p, q = plain[group], lean[group]
@@ -75,7 +75,7 @@ def rows(pairs: list[tuple[dict, dict]]) -> list[list[str]]:
     out = []
     for group in sorted(groups, key=lambda g: (not g[0].startswith(("tiny", "mnist", "seed", "kan")), g)):
         found = [r[group] for r in per_pair]
-        cells = [_cell([values[i] for _, values in found]) for i in range(7)]
+        cells = [_cell(list(column)) for column in zip(*(values for _, values in found))]
         out.append([group[0], *cells[:3], _fastest([name for name, _ in found]), *cells[3:]])
     return out
 
