@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import fused, local
+from . import fused, local, small
 from .bases import DERIVATIVES, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, SUPPORTS, get_basis
 
 
@@ -196,12 +196,18 @@ class FastKANLayer(nn.Module):
             y = spline_linear(basis(u).flatten(-2))
         else:
             weight = spline_linear._parameters["weight"]
-            if not self.fused or fused.takes_plain(u, basis, weight):
+            if self._small_call(u, basis, weight):
+                y = small.small_layer(u, basis, weight)
+            elif not self.fused or fused.takes_plain(u, basis, weight):
                 # RadialBasis.forward, not the module call: a small call pays for every call it makes.
                 phi = basis.forward(u).flatten(-2)
                 return F.linear(phi, weight) if base is None else torch.addmm(base, phi, weight.t())
             y = self._fused_spline(u, basis, weight)
         return y if base is None else y + base
+
+    def _small_call(self, u: Tensor, basis, weight: Tensor) -> bool:
+        """Whether this call takes ``fastkan.small``: a fused layer's small CPU call that it covers."""
+        return self.fused and fused.takes_plain(u, basis, weight) and small.available(u, basis)
 
     def _fused_spline(self, u: Tensor, basis: RadialBasis, weight: Tensor) -> Tensor:
         """Triton's kernels on CUDA where they cover the basis, ``fastkan.local`` for compact bases on
@@ -240,6 +246,15 @@ class FastKANLayer(nn.Module):
             u = ln(x)
         base = None
         lin = self._part("base_linear")
+        if lin is not None and self.base_activation is F.silu and _as_function(lin, nn.Linear):
+            basis, spline_linear = self._part("basis"), self._part("spline_linear")
+            if _as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear):
+                weight = spline_linear._parameters["weight"]
+                if self._small_call(u, basis, weight):
+                    # The base branch joins the spline path's one autograd node.
+                    p = lin._parameters
+                    y = small.small_layer(u, basis, weight, x, p["weight"], p["bias"])
+                    return y if lead is None else y.reshape(*lead, self.output_dim)
         if lin is not None:
             s = self.base_activation(x)
             if _as_function(lin, nn.Linear):

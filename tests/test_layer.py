@@ -21,7 +21,8 @@ from fastkan.mlp import matched_hidden
 # shapes are small.
 PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD_BYTES": 0, "compiled": False},
          "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
-         "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True}}
+         "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True},
+         "small": {"PLAIN_ELEMENTS": 1 << 40, "compiled": False}}
 
 
 @pytest.fixture(autouse=True, params=list(PATHS))
@@ -385,9 +386,11 @@ def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(m
         FastKANLayer(5, 2, keep_basis_bytes=-1)
 
 
-def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_calls, fused_path):
+def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_calls, fused_path, monkeypatch):
     import fastkan.compiled as compiled
     import fastkan.fused as fused
+
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
 
     # With the compiled kernels on, they take these layers; else the eager centre-major path does.
     calls = record_calls(compiled.OneOutput if fused_path == "compiled" else fused._OneOutput, "apply")
@@ -433,6 +436,7 @@ def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(mon
     import fastkan.fused as fused
     from perf.measure import saved_tensor_bytes
 
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 0)
     monkeypatch.setattr(fused, "_block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block
     torch.manual_seed(0)
