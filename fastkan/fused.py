@@ -35,10 +35,11 @@ BLOCK_ELEMENTS = 1 << 18
 KEEP_BASIS_BYTES = 2 << 20
 
 # At or below this many basis values per layer call (batch x inputs x centres), the layer
-# evaluates the plain composition: its few operations cost less than the fused path's fixed
-# set-up. Measured round by round against plain-fastkan on this project's 2-core CPU: at
-# [256, 256, 1] with 4 centres (262144 values) the kept-basis path took 1.04x plain's time,
-# at 8 centres 0.92x. 0 always takes the fused path.
+# takes fastkan.small (or the plain composition): their few operations cost less than the fused
+# path's fixed set-up. Measured round by round against plain-fastkan on this project's 2-core CPU:
+# at [256, 256, 1] with 4 centres (262144 values) the kept-basis path took 1.04x plain's time,
+# at 8 centres 0.92x. With fastkan.small, 1 << 20 measured no better (mnist 1.03x the time, grid-16
+# 0.96x, grid-8 and batch-256 ties) and keeps more bytes. 0 always takes the fused path.
 PLAIN_ELEMENTS = 1 << 18
 
 # Up to this many bytes of basis values per call, backward rebuilds a basis it did not keep in one

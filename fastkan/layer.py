@@ -118,7 +118,10 @@ class FastKANLayer(nn.Module):
     block; on the CPU, one-output layers with a basis of ``-d**2`` run compiled
     reductions that write no basis at all (``fastkan.compiled``), and calls of at
     most ``fastkan.fused.PLAIN_ELEMENTS`` basis values (``fastkan.compiled.PLAIN_ELEMENTS``
-    for those layers) take the plain composition, whose few operations cost less there.
+    for those layers) take ``fastkan.small``: the spline path and the SiLU base branch as
+    one autograd node, whose few operations cost less there (the plain composition where
+    it does not cover the call: a trained grid or width, a basis without a registered
+    derivative, a compiled model).
     A basis of compact support on a large frozen uniform grid is evaluated at the few
     centres near each input only (``fastkan.local``).
     ``fused=False`` always runs the plain composition, kept as the reference.
@@ -196,8 +199,9 @@ class FastKANLayer(nn.Module):
             y = spline_linear(basis(u).flatten(-2))
         else:
             weight = spline_linear._parameters["weight"]
-            if self._small_call(u, basis, weight):
-                y = small.small_layer(u, basis, weight)
+            kind = self._small_kind(u, basis, weight)
+            if kind is not None:
+                y = small.small_layer(u, basis, kind, weight)
             elif not self.fused or fused.takes_plain(u, basis, weight):
                 # RadialBasis.forward, not the module call: a small call pays for every call it makes.
                 phi = basis.forward(u).flatten(-2)
@@ -205,9 +209,10 @@ class FastKANLayer(nn.Module):
             y = self._fused_spline(u, basis, weight)
         return y if base is None else y + base
 
-    def _small_call(self, u: Tensor, basis, weight: Tensor) -> bool:
-        """Whether this call takes ``fastkan.small``: a fused layer's small CPU call that it covers."""
-        return self.fused and fused.takes_plain(u, basis, weight) and small.available(u, basis)
+    def _small_kind(self, u: Tensor, basis, weight: Tensor) -> str | None:
+        """``fastkan.small``'s kind of evaluation where this call takes it (a fused layer's small call
+        that it covers), else None."""
+        return small.kind(u, basis) if self.fused and fused.takes_plain(u, basis, weight) else None
 
     def _fused_spline(self, u: Tensor, basis: RadialBasis, weight: Tensor) -> Tensor:
         """Triton's kernels on CUDA where they cover the basis, ``fastkan.local`` for compact bases on
@@ -250,10 +255,11 @@ class FastKANLayer(nn.Module):
             basis, spline_linear = self._part("basis"), self._part("spline_linear")
             if _as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear):
                 weight = spline_linear._parameters["weight"]
-                if self._small_call(u, basis, weight):
+                kind = self._small_kind(u, basis, weight)
+                if kind is not None:
                     # The base branch joins the spline path's one autograd node.
                     p = lin._parameters
-                    y = small.small_layer(u, basis, weight, x, p["weight"], p["bias"])
+                    y = small.small_layer(u, basis, kind, weight, x, p["weight"], p["bias"])
                     return y if lead is None else y.reshape(*lead, self.output_dim)
         if lin is not None:
             s = self.base_activation(x)

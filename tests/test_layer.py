@@ -225,6 +225,21 @@ def test_frozen_grid_fused_path_matches_reference_float32(basis, batch, out):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("activation", [torch.tanh, torch.nn.SiLU()], ids=["tanh", "silu-module"])
+def test_other_base_activations_match_reference(activation):
+    # Only F.silu itself joins the small path's node; any other callable is applied outside it.
+    torch.manual_seed(5)
+    layer = FastKANLayer(6, 3, base_activation=activation, dtype=torch.float64)
+    x = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
+    assert gradcheck_module(layer, x)
+    u = F.layer_norm(x, (6,), layer.layernorm.weight, layer.layernorm.bias)
+    expected = (F.linear(activation(x), layer.base_linear.weight, layer.base_linear.bias)
+                + F.linear(layer.basis(u).flatten(-2), layer.spline_linear.weight))
+    for fused in (True, False):
+        layer.fused = fused
+        torch.testing.assert_close(layer(x), expected)
+
+
 def test_fastkan_and_bspline_kan_gradcheck():
     torch.manual_seed(2)
     for model in (FastKAN([2, 3, 2], num_grids=4, dtype=torch.float64), BSplineKAN([2, 3, 2], dtype=torch.float64)):
@@ -370,15 +385,25 @@ def test_fused_path_compiles_without_graph_breaks(out):
     torch.testing.assert_close(g, g_eager)
 
 
-def test_small_calls_take_the_plain_composition_and_large_ones_keep_or_rebuild(monkeypatch, record_calls):
+def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, record_calls):
     import fastkan.fused as fused
+    import fastkan.small as small
 
     calls = record_calls(fused._FusedSpline, "apply")
+    small_calls = record_calls(small._SmallLayer, "apply")
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 4 * 5 * 8)
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 4 * 5 * 8 * 4 * 2)
     layer = FastKANLayer(5, 2)
-    layer(torch.randn(4, 5))  # 160 basis values: plain
-    assert calls == []
+    y = layer(torch.randn(4, 5))  # 160 basis values: small
+    assert calls == [] and len(small_calls) == 1
+    assert y.grad_fn.name() == "_SmallLayerBackward"  # the base branch is in the same node
+    with torch.no_grad():
+        layer(torch.randn(4, 5))  # no node to build
+    assert len(small_calls) == 1
+    layer.basis.grid.requires_grad_()  # a trained grid: the plain composition
+    layer(torch.randn(4, 5))
+    assert len(small_calls) == 1 and calls == []
+    layer.basis.grid.requires_grad_(False)
     layer(torch.randn(8, 5)).sum().backward()  # 320 values, 1280 bytes: kept
     layer(torch.randn(9, 5)).sum().backward()  # 1440 bytes: rebuilt
     assert [a[-1] for a in calls] == [1280, 1280]  # keep_bytes, the last argument
