@@ -118,9 +118,9 @@ class FastKANLayer(nn.Module):
     block; on the CPU, one-output layers with a basis of ``-d**2`` run compiled
     reductions that write no basis at all (``fastkan.compiled``), and calls of at
     most ``fastkan.fused.PLAIN_ELEMENTS`` basis values (``fastkan.compiled.PLAIN_ELEMENTS``
-    for those layers) take ``fastkan.small``: the spline path and the SiLU base branch as
-    one autograd node, whose few operations cost less there (the plain composition where
-    it does not cover the call: a trained grid or width, a basis without a registered
+    for those layers) take ``fastkan.small``: LayerNorm, the spline path and the SiLU base
+    branch as one autograd node, whose few operations cost less there (the plain composition
+    where it does not cover the call: a trained grid or width, a basis without a registered
     derivative, a compiled model).
     A basis of compact support on a large frozen uniform grid is evaluated at the few
     centres near each input only (``fastkan.local``).
@@ -199,7 +199,7 @@ class FastKANLayer(nn.Module):
             y = spline_linear(basis(u).flatten(-2))
         else:
             weight = spline_linear._parameters["weight"]
-            kind = self._small_kind(u, basis, weight)
+            kind = small.kind(u, basis) if self.fused and fused.takes_plain(u, basis, weight) else None
             if kind is not None:
                 y = small.small_layer(u, basis, kind, weight)
             elif not self.fused or fused.takes_plain(u, basis, weight):
@@ -209,10 +209,21 @@ class FastKANLayer(nn.Module):
             y = self._fused_spline(u, basis, weight)
         return y if base is None else y + base
 
-    def _small_kind(self, u: Tensor, basis, weight: Tensor) -> str | None:
-        """``fastkan.small``'s kind of evaluation where this call takes it (a fused layer's small call
-        that it covers), else None."""
-        return small.kind(u, basis) if self.fused and fused.takes_plain(u, basis, weight) else None
+    def _small(self, x: Tensor, ln, lin) -> Tensor | None:
+        """The whole layer as ``fastkan.small``'s one node where it covers this call (a fused layer's
+        small CPU call, with its own LayerNorm and SiLU base branch or none), else None."""
+        basis, spline_linear = self._part("basis"), self._part("spline_linear")
+        if not (self.fused and _as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear)
+                and (ln is None or _as_function(ln, nn.LayerNorm))
+                and (lin is None or (self.base_activation is F.silu and _as_function(lin, nn.Linear)))):
+            return None
+        weight = spline_linear._parameters["weight"]
+        kind = small.kind(x, basis) if fused.takes_plain(x, basis, weight) else None
+        if kind is None:
+            return None
+        norm = None if ln is None else (ln._parameters["weight"], ln._parameters["bias"], ln.eps)
+        base = None if lin is None else (lin._parameters["weight"], lin._parameters["bias"])
+        return small.small_layer(x, basis, kind, weight, norm, base)
 
     def _fused_spline(self, u: Tensor, basis: RadialBasis, weight: Tensor) -> Tensor:
         """Triton's kernels on CUDA where they cover the basis, ``fastkan.local`` for compact bases on
@@ -241,7 +252,10 @@ class FastKANLayer(nn.Module):
         # The submodules' tensors through functions, not module calls, which cost a small call
         # several microseconds each (README, "Fastest on every configuration?"); a submodule
         # replaced by another kind (an Identity, a LoRA wrapper) or with hooks is called as a module.
-        ln = self._part("layernorm")
+        ln, lin = self._part("layernorm"), self._part("base_linear")
+        y = self._small(x, ln, lin)
+        if y is not None:
+            return y if lead is None else y.reshape(*lead, self.output_dim)
         if ln is None:
             u = x
         elif _as_function(ln, nn.LayerNorm):
@@ -250,17 +264,6 @@ class FastKANLayer(nn.Module):
         else:
             u = ln(x)
         base = None
-        lin = self._part("base_linear")
-        if lin is not None and self.base_activation is F.silu and _as_function(lin, nn.Linear):
-            basis, spline_linear = self._part("basis"), self._part("spline_linear")
-            if _as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear):
-                weight = spline_linear._parameters["weight"]
-                kind = self._small_kind(u, basis, weight)
-                if kind is not None:
-                    # The base branch joins the spline path's one autograd node.
-                    p = lin._parameters
-                    y = small.small_layer(u, basis, kind, weight, x, p["weight"], p["bias"])
-                    return y if lead is None else y.reshape(*lead, self.output_dim)
         if lin is not None:
             s = self.base_activation(x)
             if _as_function(lin, nn.Linear):
