@@ -39,7 +39,8 @@ KEEP_BASIS_BYTES = 2 << 20
 # path's fixed set-up. Measured round by round against plain-fastkan on this project's 2-core CPU:
 # at [256, 256, 1] with 4 centres (262144 values) the kept-basis path took 1.04x plain's time,
 # at 8 centres 0.92x. With fastkan.small, 1 << 20 measured no better (mnist 1.03x the time, grid-16
-# 0.96x, grid-8 and batch-256 ties) and keeps more bytes. 0 always takes the fused path.
+# 0.96x, grid-8 and batch-256 ties), nor 1 << 19 with LayerNorm in its node (mnist 1.03x, grid-8 and
+# batch-256 0.99x), and both keep more bytes. 0 always takes the fused path.
 PLAIN_ELEMENTS = 1 << 18
 
 # Up to this many bytes of basis values per call, backward rebuilds a basis it did not keep in one

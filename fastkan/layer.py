@@ -199,10 +199,11 @@ class FastKANLayer(nn.Module):
             y = spline_linear(basis(u).flatten(-2))
         else:
             weight = spline_linear._parameters["weight"]
-            kind = small.kind(u, basis) if self.fused and fused.takes_plain(u, basis, weight) else None
+            plain = not self.fused or fused.takes_plain(u, basis, weight)
+            kind = small.kind(u, basis) if plain and self.fused else None
             if kind is not None:
                 y = small.small_layer(u, basis, kind, weight)
-            elif not self.fused or fused.takes_plain(u, basis, weight):
+            elif plain:
                 # RadialBasis.forward, not the module call: a small call pays for every call it makes.
                 phi = basis.forward(u).flatten(-2)
                 return F.linear(phi, weight) if base is None else torch.addmm(base, phi, weight.t())
