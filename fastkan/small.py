@@ -12,6 +12,8 @@ backward kernel.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,13 +23,21 @@ from . import fused
 _silu_backward = torch.ops.aten.silu_backward
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward
 
+try:  # torch >= 2.4 takes the device type; older versions have a function per device
+    torch.is_autocast_enabled("cpu")
+    _autocast = functools.partial(torch.is_autocast_enabled, "cpu")
+except TypeError:
+    _autocast = torch.is_autocast_cpu_enabled
+
 
 def kind(x: Tensor, basis) -> str | None:
     """How ``small_layer`` evaluates a call, or None where it does not cover it: ``"neg_square"`` (a basis of
     ``-d**2`` with its derivative, float32/64) or ``"d"`` (a basis with a registered derivative), eager on
-    the CPU, on a frozen grid and width."""
+    the CPU without autocast, on a frozen grid and width."""
     grid, h = basis.tensors()
-    if x.device.type != "cpu" or grid.requires_grad or h.requires_grad or fused._is_compiling():
+    # Under autocast the plain composition's products run in the lower precision, with the casts
+    # recorded for backward; this node's products would not.
+    if x.device.type != "cpu" or grid.requires_grad or h.requires_grad or fused._is_compiling() or _autocast():
         return None
     if basis.of_neg_square_derivative is not None and fused._neg_square(basis, x):
         return "neg_square"

@@ -412,6 +412,22 @@ def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, r
         FastKANLayer(5, 2, keep_basis_bytes=-1)
 
 
+@pytest.mark.parametrize("out", [3, 1])
+def test_autocast_keeps_small_calls_out_of_the_small_node(record_calls, out):
+    import fastkan.small as small
+
+    calls = record_calls(small._SmallLayer, "apply")
+    torch.manual_seed(0)
+    layer = FastKANLayer(5, out)
+    x = torch.randn(4, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    (y.float() ** 2).sum().backward()  # the node's float32 weights and bfloat16 products would not mix here
+    assert calls == []
+    grads = [p.grad for p in layer.parameters() if p.requires_grad]
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
 def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_calls, fused_path, monkeypatch):
     import fastkan.compiled as compiled
     import fastkan.fused as fused
