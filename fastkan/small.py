@@ -58,8 +58,8 @@ def small_layer(x: Tensor, basis, kind: str, weight: Tensor, norm: tuple | None 
 
 
 def _evaluate(x, ln_weight, ln_bias, weight, base_weight, base_bias, basis, kind, eps, need_u):
-    """(output, what backward needs): ``grad_d`` of a basis of ``-d**2`` is ``dphi/du`` where need_u
-    (one pass here saves two there), else None; ``d`` is ``(u - grid) / h`` for the other bases."""
+    """(output, what backward needs): where need_u, ``grad_d`` of a basis of ``-d**2`` is ``dphi/du``
+    (one pass here saves two there) and ``d`` of the other bases is ``(u - grid) / h``; else both None."""
     mean = rstd = None
     if eps is None:
         u = x
@@ -79,6 +79,7 @@ def _evaluate(x, ln_weight, ln_bias, weight, base_weight, base_bias, basis, kind
         d = None
     else:
         phi = basis.fn(d.mul_(inv_h))
+        d = d if need_u else None  # only the input gradient reads it
     n, in_dim, g = phi.shape
     p = phi.view(n, in_dim * g)  # not -1: an empty batch has no size to infer
     s = None

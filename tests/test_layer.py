@@ -16,9 +16,9 @@ from fastkan.mlp import matched_hidden
 
 # Every test here runs once per evaluation path of the fused layer: the basis rebuilt in backward
 # block by block (test_backward_rebuilds_a_basis_whole_... covers it rebuilt whole), the basis kept
-# for backward (both eager), and the compiled one-output kernels
-# (fastkan.compiled); with the plain composition for small calls switched off, since these tests'
-# shapes are small.
+# for backward (both eager), and the compiled one-output kernels (fastkan.compiled), each with the
+# small calls' path switched off, since these tests' shapes are small; and that path itself
+# (fastkan.small: the whole layer as one autograd node), taken by every call it covers.
 PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD_BYTES": 0, "compiled": False},
          "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
          "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True},
@@ -471,6 +471,18 @@ def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
     kept = saved_tensor_bytes(layer, lambda: layer(x))
     layer.keep_basis_bytes = 0
     assert kept - saved_tensor_bytes(layer, lambda: layer(x)) == 20 * 50 * 9 * 4
+
+
+@pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
+def test_the_small_node_keeps_the_basis_derivative_only_for_an_input_gradient(monkeypatch, basis):
+    import fastkan.fused as fused
+    from perf.measure import saved_tensor_bytes
+
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 1 << 40)
+    layer = FastKANLayer(50, 3, basis=basis, layernorm_affine=False)
+    x = torch.randn(20, 50)
+    without = saved_tensor_bytes(layer, lambda: layer(x))
+    assert saved_tensor_bytes(layer, lambda: layer(x.requires_grad_())) - without == 20 * 50 * 8 * 4
 
 
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
