@@ -39,7 +39,7 @@ def kind(x: Tensor, basis) -> str | None:
     # recorded for backward; this node's products would not.
     if x.device.type != "cpu" or grid.requires_grad or h.requires_grad or fused._is_compiling() or _autocast():
         return None
-    if basis.of_neg_square_derivative is not None and fused._neg_square(basis, x):
+    if fused._neg_square_backward(basis, x, grid, h):
         return "neg_square"
     return "d" if basis.derivative is not None else None
 
