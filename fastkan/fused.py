@@ -471,11 +471,12 @@ def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
     return grad_u, grad_grid, grad_h, grad_w.result() if grad_w is not None else None
 
 
-def takes_plain(u: Tensor, basis, weight: Tensor) -> bool:
-    """Whether a call on u (N, in) is small enough for the plain composition to be the faster way."""
+def takes_plain(u: Tensor, basis, weight: Tensor, rows: int | None = None) -> bool:
+    """Whether a call on u (N, in), or on ``rows`` inputs like u, is small enough for the plain
+    composition to be the faster way."""
     if u.is_cuda:
         return False
-    values = u.numel() * basis.num_grids
+    values = (u.shape[0] if rows is None else rows) * weight.shape[1]
     if values > PLAIN_ELEMENTS:
         return False
     # The checks below cost a few percent of a small call's time: only sizes between the two limits pay them.

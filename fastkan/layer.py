@@ -211,20 +211,28 @@ class FastKANLayer(nn.Module):
         return y if base is None else y + base
 
     def _small(self, x: Tensor, ln, lin) -> Tensor | None:
-        """The whole layer as ``fastkan.small``'s one node where it covers this call (a fused layer's
-        small CPU call, with its own LayerNorm and SiLU base branch or none), else None."""
+        """The whole layer as ``fastkan.small``'s one node where it covers this call, else None."""
+        spec = self._small_spec(x, ln, lin)
+        return None if spec is None else small.small_stack(x, [spec])
+
+    def _small_spec(self, x: Tensor, ln, lin, rows: int | None = None) -> tuple | None:
+        """``fastkan.small``'s arguments for this layer on a call like x (its device and dtype) with ``rows``
+        inputs (x's by default), or None where it does not cover the call: a fused layer's small CPU call,
+        with its own LayerNorm and SiLU base branch or none."""
         basis, spline_linear = self._part("basis"), self._part("spline_linear")
         if not (self.fused and _as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear)
                 and (ln is None or _as_function(ln, nn.LayerNorm))
                 and (lin is None or (self.base_activation is F.silu and _as_function(lin, nn.Linear)))):
             return None
         weight = spline_linear._parameters["weight"]
-        kind = small.kind(x, basis) if fused.takes_plain(x, basis, weight) else None
+        if not fused.takes_plain(x, basis, weight, rows) or weight.dtype != x.dtype:
+            return None
+        kind = small.kind(x, basis)
         if kind is None:
             return None
         norm = None if ln is None else (ln._parameters["weight"], ln._parameters["bias"], ln.eps)
         base = None if lin is None else (lin._parameters["weight"], lin._parameters["bias"])
-        return small.small_layer(x, basis, kind, weight, norm, base)
+        return basis, kind, weight, norm, base
 
     def _fused_spline(self, u: Tensor, basis: RadialBasis, weight: Tensor) -> Tensor:
         """Triton's kernels on CUDA where they cover the basis, ``fastkan.local`` for compact bases on
@@ -284,7 +292,10 @@ class FastKANLayer(nn.Module):
 
 
 class FastKAN(nn.Module):
-    """A stack of FastKANLayer: (..., layers_hidden[0]) -> (..., layers_hidden[-1])."""
+    """A stack of FastKANLayer: (..., layers_hidden[0]) -> (..., layers_hidden[-1]).
+
+    Where every layer's call takes ``fastkan.small``'s node, the whole stack is one such node.
+    """
 
     def __init__(self, layers_hidden: Sequence[int], **layer_options):
         super().__init__()
@@ -296,7 +307,30 @@ class FastKAN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        for layer in self._modules["layers"]:
+        layers = self._modules["layers"]
+        y = self._small(x, layers)
+        if y is not None:
+            return y
+        for layer in layers:
             # A module call costs a small call about 1.5 us per layer; a layer with hooks gets one.
             x = layer.forward(x) if _as_function(layer, FastKANLayer) else layer(x)
         return x
+
+    def _small(self, x: Tensor, layers) -> Tensor | None:
+        """Every layer in ``fastkan.small``'s one node, where each layer alone would take it, else None:
+        one node for the stack costs backward one dispatch where each layer's would cost one each."""
+        if len(layers) < 2 or not isinstance(x, Tensor) or x.dim() == 0:
+            return None  # a single layer takes the node by itself; bad input gets the layer's error
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        specs, width = [], x.shape[-1]
+        for layer in layers:
+            if not _as_function(layer, FastKANLayer) or layer.input_dim != width:
+                return None
+            spec = layer._small_spec(x, layer._part("layernorm"), layer._part("base_linear"), rows)
+            if spec is None:
+                return None
+            specs.append(spec)
+            width = layer.output_dim
+        if x.dim() == 2:  # a reshape to the same shape would still cost a view and its node
+            return small.small_stack(x, specs)
+        return small.small_stack(x.reshape(rows, x.shape[-1]), specs).reshape(*x.shape[:-1], width)

@@ -390,13 +390,13 @@ def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, r
     import fastkan.small as small
 
     calls = record_calls(fused._FusedSpline, "apply")
-    small_calls = record_calls(small._SmallLayer, "apply")
+    small_calls = record_calls(small._SmallLayers, "apply")
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 4 * 5 * 8)
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 4 * 5 * 8 * 4 * 2)
     layer = FastKANLayer(5, 2)
     y = layer(torch.randn(4, 5))  # 160 basis values: small
     assert calls == [] and len(small_calls) == 1
-    assert y.grad_fn.name() == "_SmallLayerBackward"  # LayerNorm and the base branch are in the same node
+    assert y.grad_fn.name() == "_SmallLayersBackward"  # LayerNorm and the base branch are in the same node
     assert {f.name() for f, _ in y.grad_fn.next_functions if f is not None} == {"torch::autograd::AccumulateGrad"}
     with torch.no_grad():
         layer(torch.randn(4, 5))  # no node to build
@@ -412,11 +412,72 @@ def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, r
         FastKANLayer(5, 2, keep_basis_bytes=-1)
 
 
+@pytest.mark.parametrize("basis", list(BASES))
+def test_a_fastkan_of_small_layers_is_one_node_with_every_gradient(fused_path, basis):
+    torch.manual_seed(3)
+    model = FastKAN([3, 4, 2], basis=basis, dtype=torch.float64)
+    x = (torch.rand(5, 3, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    assert gradcheck_module(model, x)
+    y = model(x)
+    if fused_path == "small":
+        # Both layers, LayerNorms and base branches included: nothing between x, the parameters and y.
+        assert y.grad_fn.name() == "_SmallLayersBackward"
+        assert {f.name() for f, _ in y.grad_fn.next_functions if f is not None} == {
+            "torch::autograd::AccumulateGrad"}
+    else:
+        assert "_SmallLayers" not in y.grad_fn.name()
+
+
+@pytest.mark.parametrize("options", [{}, {"use_base_update": False}, {"use_layernorm": False},
+                                     {"layernorm_affine": False}, {"basis": "rswaf"}],
+                         ids=["default", "no-base", "no-layernorm", "no-affine", "rswaf"])
+@pytest.mark.parametrize("frozen", [None, 0, 1], ids=["all-trained", "first-frozen", "last-frozen"])
+def test_a_stack_of_small_layers_matches_the_plain_composition(options, frozen):
+    torch.manual_seed(4)
+    model = FastKAN([5, 6, 3, 2], dtype=torch.float64, **options)  # float32 rounding would hide small errors
+    if frozen is not None:
+        model.layers[frozen].requires_grad_(False)
+    x = torch.randn(2, 7, 5, dtype=torch.float64)  # leading dimensions, and no input gradient: what each layer owes depends on the others
+    results = []
+    for fused in (True, False):
+        for layer in model.layers:
+            layer.fused = fused
+        y = model(x)
+        params = [p for p in model.parameters() if p.requires_grad]
+        results.append((y, *torch.autograd.grad((y * torch.arange(2.0)).sum(), params)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_stack_is_one_node_only_where_every_layer_takes_the_small_node(monkeypatch, record_calls):
+    import fastkan.fused as fused
+    import fastkan.small as small
+
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 1 << 40)
+    calls = record_calls(small._SmallLayers, "apply")
+    model = FastKAN([5, 4, 3])
+    x = torch.randn(6, 5)
+    model(x).sum().backward()
+    assert len(calls) == 1 and len(calls[0][1]) == 2  # one node, two layers
+    calls.clear()
+    model.layers[1].basis.grid.requires_grad_()  # a trained grid: that layer alone leaves the node
+    model(x).sum().backward()
+    assert len(calls) == 1 and len(calls[0][1]) == 1
+    model.layers[1].basis.grid.requires_grad_(False)
+    calls.clear()
+    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 6 * 4 * 8)  # the second layer's 192 values; the first has 240
+    model(x)
+    assert [len(c[1]) for c in calls] == [1]  # the first layer is fused, the second its own small node
+    model.layers[1] = FastKANLayer(6, 3)  # widths that do not chain: the layer's own error
+    with pytest.raises(ValueError, match=r"\(\.\.\., 6\)"):
+        model(x)
+
+
 @pytest.mark.parametrize("out", [3, 1])
 def test_autocast_keeps_small_calls_out_of_the_small_node(record_calls, out):
     import fastkan.small as small
 
-    calls = record_calls(small._SmallLayer, "apply")
+    calls = record_calls(small._SmallLayers, "apply")
     torch.manual_seed(0)
     layer = FastKANLayer(5, out)
     x = torch.randn(4, 5)
