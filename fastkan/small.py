@@ -72,6 +72,7 @@ def small_stack(x: Tensor, layers: list) -> Tensor:
 
 
 _PER_LAYER = 5  # tensors per layer in _SmallLayers' arguments: ln_weight, ln_bias, weight, base_weight, base_bias
+_SAVED_PER_LAYER = 11  # tensors per layer that _SmallLayers saves for backward
 
 
 def _evaluate(x, ln_weight, ln_bias, weight, base_weight, base_bias, basis, kind, eps, need_u):
@@ -123,7 +124,7 @@ class _SmallLayers(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, meta, *tensors):
         needs = _needs(ctx.needs_input_grad, meta)
-        saved, rest = [], []
+        saved, layers = [], []
         for i, (basis, kind, eps) in enumerate(meta):
             need = needs[i]
             need_u = need[0] or (eps is not None and (need[1] or need[2]))
@@ -131,9 +132,9 @@ class _SmallLayers(torch.autograd.Function):
             y, (mean, rstd, s, d, grad_d, phi, inv_h) = _evaluate(x, ln_weight, ln_bias, weight, base_weight,
                                                                   base_bias, basis, kind, eps, need_u)
             saved += (x, ln_weight, ln_bias, weight, base_weight, mean, rstd, s, d, grad_d, phi)
-            rest.append((basis, inv_h, eps, need_u, need))
+            layers.append((basis, inv_h, eps, need_u, need))
             x = y
-        ctx.rest = rest
+        ctx.layers = layers
         ctx.save_for_backward(*saved)
         return x
 
@@ -141,9 +142,10 @@ class _SmallLayers(torch.autograd.Function):
     def backward(ctx, grad_out):
         fused._refuse_double_backward()
         saved = ctx.saved_tensors
-        grads = []
-        for i in reversed(range(len(ctx.rest))):
-            grads[:0] = _layer_backward(grad_out, saved[11 * i:11 * (i + 1)], *ctx.rest[i])
+        grads, per = [], _SAVED_PER_LAYER
+        for i in reversed(range(len(ctx.layers))):
+            # The last layer first; each layer's input gradient is the output gradient of the one before.
+            grads[:0] = _layer_backward(grad_out, saved[per * i:per * (i + 1)], *ctx.layers[i])
             grad_out = grads.pop(0)
         return (grad_out, None, *grads)
 
