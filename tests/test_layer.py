@@ -169,7 +169,9 @@ def test_square_shortcut_is_accurate_in_float32(basis, grid, out):
 def test_fused_path_blocks_match_one_block(monkeypatch, fused_path, out):
     import fastkan.fused as fused
 
-    if fused_path == "kept":
+    # A kept basis is built in one block; where it is input-major (out=30), the input gradient's product
+    # with it still runs in column blocks.
+    if fused_path == "kept" and out != 30:
         pytest.skip("a kept basis is built in one block")
     if fused_path == "compiled" and out == 1:
         pytest.skip("the compiled one-output kernels work on the whole input, in no blocks")
