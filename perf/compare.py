@@ -144,7 +144,8 @@ def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None
             memory_threshold: float = MEMORY_THRESHOLD) -> tuple[str, bool]:
     """Text of the changes from run a to run b, and whether anything regressed."""
     out = [f"A: {a.describe()}", f"B: {b.describe()}"]
-    for key in ("torch", "node", "cuda_device", "torch_threads", "timing_environment", "malloc"):
+    for key in ("torch", "node", "torch_cpu_capability", "cuda_device", "torch_threads", "timing_environment",
+                "malloc"):
         # Runs saved before a key existed count as its default (an empty environment: nothing set).
         default = {} if key == "timing_environment" else None
         va, vb = a.machine_info.get(key, default), b.machine_info.get(key, default)

@@ -55,9 +55,9 @@ class Run:
     def describe(self) -> str:
         mi = self.machine_info
         cpu = (mi.get("cpu") or {}).get("brand_raw") or mi.get("processor") or mi.get("machine") or "unknown CPU"
-        gpu = mi.get("cuda_device")
+        extra = "".join(f", {v}" for v in (mi.get("torch_cpu_capability"), mi.get("cuda_device")) if v)
         parts = [
-            f"machine: {mi.get('node', '?')} ({cpu}{', ' + gpu if gpu else ''})",
+            f"machine: {mi.get('node', '?')} ({cpu}{extra})",
             f"torch {mi.get('torch', '?')}",
             f"{mi.get('torch_threads', '?')} thread(s)",
             f"python {mi.get('python_version', '?')}",

@@ -224,3 +224,10 @@ def test_runs_timed_under_different_environments_are_flagged(tmp_path, capsys):
     d = write(tmp_path / "d.json", field(100), machine={**MACHINE, "malloc": {"mmap_max": 0}})
     main(["--compare", str(a), str(d)])
     assert "warning: malloc differs: None (A) vs {'mmap_max': 0} (B)" in capsys.readouterr().out
+    # Same name and CPU brand, other vector instructions: a different machine for torch's kernels.
+    e = write(tmp_path / "e.json", field(0), machine={**MACHINE, "torch_cpu_capability": "AVX512"})
+    f = write(tmp_path / "f.json", field(100), machine={**MACHINE, "torch_cpu_capability": "AVX2"})
+    main(["--compare", str(e), str(f)])
+    out = capsys.readouterr().out
+    assert "warning: torch_cpu_capability differs: 'AVX512' (A) vs 'AVX2' (B)" in out
+    assert "AVX512)" in out.splitlines()[0] and "AVX2)" in out.splitlines()[1]  # the A: and B: lines name them

@@ -112,6 +112,7 @@ def test_autosaved_json_holds_every_field(suite, monkeypatch):
     data = json.loads(files[0].read_text())
     assert data["machine_info"]["torch"] == torch.__version__
     assert data["machine_info"]["torch_threads"] == 1
+    assert data["machine_info"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert "cuda_device" in data["machine_info"]
     assert data["machine_info"]["timing_environment"] == {"THP_MEM_ALLOC_ENABLE": "1"}
     assert data["machine_info"]["malloc"] == (MALLOC if GLIBC else {})
