@@ -32,6 +32,10 @@ NEG_SQUARE_SCALES: dict[str, float] = {}
 #: (it may be the basis kept for backward).
 #: Optional, with ``of_neg_square``: the fused backward then needs no pass over ``d``.
 OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
+#: Names whose ``of_neg_square`` is ``2**t`` (below its cap), so that ``k(a + b) == k(a) * k(b)``.
+#: Optional: the compiled one-output kernels then build the bumps of a uniform grid from two
+#: exponentials per group of centres (``fastkan.compiled``), not one per bump.
+EXPONENTIAL: set[str] = set()
 #: name -> ``radius``: the basis is exactly 0 wherever ``|d| >= radius``.
 #: Optional: large grids then evaluate only the bumps near each input (``fastkan.local``).
 SUPPORTS: dict[str, float] = {}
@@ -72,6 +76,7 @@ def register(
     of_neg_square_derivative: Callable[[Tensor], Tensor] | None = None,
     neg_square_scale: float | None = None,
     support: float | None = None,
+    exponential: bool = False,
     **options: float,
 ):
     """Register ``fn`` (with fixed keyword ``options``) as basis ``name``.
@@ -83,7 +88,7 @@ def register(
     without the second it evaluates ``fn(d)``, without the third its backward
     works on ``d`` with ``derivative``. ``neg_square_scale``: the factor ``s`` of
     ``of_neg_square``'s argument ``s * -d**2`` (default 1). ``support``: a radius beyond which ``fn``
-    is exactly 0, for bases of compact support.
+    is exactly 0, for bases of compact support. ``exponential``: ``of_neg_square(t)`` is ``2**t``.
     """
     if of_neg_square_derivative is not None and of_neg_square is None:
         raise ValueError(f"basis {name!r}: of_neg_square_derivative needs of_neg_square")
@@ -92,6 +97,8 @@ def register(
             raise ValueError(f"basis {name!r}: neg_square_scale needs of_neg_square")
         if not _positive_finite(neg_square_scale):
             raise ValueError(f"basis {name!r}: neg_square_scale must be positive and finite, got {neg_square_scale!r}")
+    if exponential and of_neg_square is None:
+        raise ValueError(f"basis {name!r}: exponential needs of_neg_square")
     if support is not None and not _positive_finite(support):
         raise ValueError(f"basis {name!r}: support must be a positive finite radius, got {support!r}")
 
@@ -109,6 +116,8 @@ def register(
             NEG_SQUARE_SCALES[name] = float(neg_square_scale)
         if support is not None:
             SUPPORTS[name] = float(support)
+        if exponential:
+            EXPONENTIAL.add(name)
         return f
 
     return add(fn) if fn is not None else add
@@ -150,6 +159,7 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
     of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP * _LOG2E).exp2_(),
     of_neg_square_derivative=lambda phi: phi,
     neg_square_scale=_LOG2E,
+    exponential=True,
 )
 def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
     """fast-kan's radial basis ``exp(-|d|**exponent)`` (exponent 2: Gaussian)."""

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import fused, local, small
-from .bases import DERIVATIVES, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, SUPPORTS, get_basis
+from .bases import DERIVATIVES, EXPONENTIAL, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, SUPPORTS, get_basis
 
 
 def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -77,6 +77,7 @@ class RadialBasis(nn.Module):
         self.of_neg_square_derivative = OF_NEG_SQUARE_DERIVATIVES.get(basis)
         self.neg_square_scale = NEG_SQUARE_SCALES.get(basis, 1.0)
         self.support = SUPPORTS.get(basis)
+        self.exponential = basis in EXPONENTIAL
         self.name = basis
         factory = {"device": device, "dtype": dtype}
         self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)

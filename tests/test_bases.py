@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from fastkan import BASES, RadialBasis
 from fastkan import bases as bases_module
 from fastkan.approx import best_width, bspline_fit_error
-from fastkan.bases import NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline, get_basis, register
+from fastkan.bases import (EXPONENTIAL, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline,
+                          get_basis, register)
 
 # Relative L2 error of the best linear map from each basis (default width: one
 # grid spacing) to the cubic B-spline basis, on the grid's interior. Measured
@@ -179,3 +180,18 @@ def test_neg_square_scale_needs_neg_square():
     with pytest.raises(ValueError, match="test-scaled.*needs of_neg_square"):
         register("test-scaled", lambda d: d, neg_square_scale=2.0)
     assert "test-scaled" not in BASES
+
+
+def test_exponential_needs_neg_square():
+    with pytest.raises(ValueError, match="test-exp.*exponential needs of_neg_square"):
+        register("test-exp", lambda d: d, exponential=True)
+    assert "test-exp" not in BASES and "test-exp" not in EXPONENTIAL
+
+
+@pytest.mark.parametrize("name", sorted(EXPONENTIAL))
+def test_an_exponential_basis_is_two_to_the_power_of_its_argument(name):
+    # fastkan.compiled's grouped kernels build these bumps from products of powers of 2.
+    assert name in OF_NEG_SQUARE
+    t = torch.linspace(-60.0, 0.0, 301, dtype=torch.float64)
+    torch.testing.assert_close(OF_NEG_SQUARE[name](t.clone()), torch.exp2(t), rtol=1e-12, atol=0)
+    assert RadialBasis(basis=name).exponential

@@ -97,7 +97,7 @@ def test_each_thread_count_gets_its_own_kernels():
             layer(x)
     finally:
         torch.set_num_threads(threads)
-    assert {("gaussian", torch.float32, 1), ("gaussian", torch.float32, 2)} <= set(compiled._KERNELS)
+    assert {("gaussian", torch.float32, 1), ("gaussian", torch.float32, 2)} <= {k[:3] for k in compiled._KERNELS}
 
 
 def test_compiled_backward_writes_no_basis():
@@ -110,3 +110,63 @@ def test_compiled_backward_writes_no_basis():
     y = layer(x)
     basis_bytes = 64 * 500 * 8 * 4
     assert cpu_peak_alloc_bytes(lambda: y.sum().backward()) < basis_bytes / 2
+
+
+# Grids whose Gaussian bumps the exponential kernels build in groups: one group (the default 8
+# centres), several groups (a narrow width; inputs up to 50 widths outside: the clamp), and a grid
+# far from 0. Each layout compiles its own kernels (about 9 s here), hence only three.
+GROUPED = [dict(num_grids=8), dict(num_grids=15, denominator=0.1), dict(num_grids=6, grid_min=10.0, grid_max=12.0)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options", GROUPED, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_exponential_kernels_match_the_eager_path(monkeypatch, record_calls, options, dtype):
+    torch.manual_seed(0)
+    layer = FastKANLayer(40, 1, use_layernorm=False, dtype=dtype, **options)
+    grid, h = layer.basis.tensors()
+    groups = compiled._Groups.of(grid, h, layer.basis.neg_square_scale)
+    assert groups is not None and sum(m for _, m in groups.chunks) == grid.numel()
+    if options.get("denominator"):
+        assert len(groups.chunks) > 1  # float32: five groups of 3; float64: groups of 8 and 7
+    # Inputs across the grid and up to 3 grid widths beyond either end.
+    lo, hi = options.get("grid_min", -2.0), options.get("grid_max", 2.0)
+    x = (lo + (hi - lo) * (3.5 * torch.rand(23, 40, dtype=dtype) - 1.25)).requires_grad_()
+    calls = record_calls(compiled.OneOutput, "apply")
+    got = run(layer, x)
+    assert calls and calls[0][-1] is groups
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    want = run(layer, x)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    for a, b in zip(got, want):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_exponential_kernels_gradcheck_over_several_groups(record_calls):
+    torch.manual_seed(0)
+    layer = FastKANLayer(4, 1, num_grids=16, denominator=0.05, dtype=torch.float64)
+    calls = record_calls(compiled.OneOutput, "apply")
+    w = layer.spline_linear.weight
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, w):
+        return torch.func.functional_call(layer, {"spline_linear.weight": w}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w.detach().clone().requires_grad_()))
+    assert calls and len(calls[0][-1].chunks) > 1
+
+
+def test_a_grid_that_is_not_uniform_takes_the_general_kernels(record_calls):
+    torch.manual_seed(0)
+    layer = FastKANLayer(30, 1, use_layernorm=False)
+    with torch.no_grad():
+        layer.basis.grid[3] += 0.05
+    x = torch.randn(9, 30, requires_grad=True)
+    assert compiled._Groups.of(*layer.basis.tensors(), layer.basis.neg_square_scale) is None
+    calls = record_calls(compiled.OneOutput, "apply")
+    got = run(layer, x)
+    assert calls and calls[0][-1] is None
+    plain = FastKANLayer(30, 1, use_layernorm=False, fused=False)
+    plain.load_state_dict(layer.state_dict())
+    for a, b in zip(got, run(plain, x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
