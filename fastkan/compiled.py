@@ -136,14 +136,13 @@ GROUPED_CENTRES = 16
 
 
 def _bumps(u: Tensor, chunks, mids: Tensor, inv_h: Tensor, x_max: Tensor, scale: Tensor, sr: Tensor):
-    """(group, clamped x (N, in), [(centre, bump without its factor c (N, in)), ...]) per group of centres."""
+    """(clamped x (N, in), [(centre, bump without its factor c (N, in)), ...]) per group of centres."""
     for n, (first, m) in enumerate(chunks):
-        x = (u - mids[n]) * inv_h
-        if m > 1:
-            x = torch.clamp(x, -x_max, x_max)
+        # Clamped in groups of one too: an infinite input would give inf * 0 in the input gradient.
+        x = torch.clamp((u - mids[n]) * inv_h, -x_max, x_max)
         e = torch.exp2((x * x) * -scale)
         if m == 1:
-            yield n, x, [(first, e)]
+            yield x, [(first, e)]
             continue
         a = torch.exp2(x * sr)  # its square is the ratio of two neighbouring bumps, before c
         a2 = a * a
@@ -159,7 +158,7 @@ def _bumps(u: Tensor, chunks, mids: Tensor, inv_h: Tensor, x_max: Tensor, scale:
         for t in range(1, (m + 1) // 2 if m % 2 else half):
             up, down = up * a2, down * b2
             out += [(hi + t, up), (lo - t, down)]
-        yield n, x, out
+        yield x, out
 
 
 def _exponential_reductions(chunks):
@@ -168,14 +167,14 @@ def _exponential_reductions(chunks):
 
     def forward(u, mids, inv_h, x_max, scale, sr, w):
         acc = None
-        for _, _, bumps in _bumps(u, chunks, mids, inv_h, x_max, scale, sr):
+        for _, bumps in _bumps(u, chunks, mids, inv_h, x_max, scale, sr):
             for k, p in bumps:
                 acc = p * w[k] if acc is None else acc + p * w[k]
         return acc.sum(1)
 
     def weight_grad(u, mids, inv_h, x_max, scale, sr, go):
         rows = {}
-        for _, _, bumps in _bumps(u, chunks, mids, inv_h, x_max, scale, sr):
+        for _, bumps in _bumps(u, chunks, mids, inv_h, x_max, scale, sr):
             for k, p in bumps:
                 rows[k] = (p * go[:, None]).sum(0)
         return torch.stack([rows[k] for k in range(len(rows))])
@@ -183,7 +182,7 @@ def _exponential_reductions(chunks):
     def input_grad(u, mids, inv_h, x_max, scale, sr, r, j, w, go, k2):
         # d of centre k is x - j[k] * r: the sum over a group is x * S0 - r * S1.
         acc = None
-        for _, x, bumps in _bumps(u, chunks, mids, inv_h, x_max, scale, sr):
+        for x, bumps in _bumps(u, chunks, mids, inv_h, x_max, scale, sr):
             s0 = s1 = None
             for k, p in bumps:
                 t = p * w[k]
