@@ -43,10 +43,12 @@ def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, b
         torch.testing.assert_close(a, b, **tol)
 
 
-@pytest.mark.parametrize("basis", SQUARE_BASES)
-def test_compiled_one_output_gradcheck(record_calls, basis):
+# The Gaussian with a narrow width: its grouped kernels split the 16 centres into several groups.
+@pytest.mark.parametrize("basis, options", [(b, dict(num_grids=5)) for b in SQUARE_BASES]
+                         + [("gaussian", dict(num_grids=16, denominator=0.05))])
+def test_compiled_one_output_gradcheck(record_calls, basis, options):
     torch.manual_seed(0)
-    layer = FastKANLayer(4, 1, num_grids=5, basis=basis, dtype=torch.float64)
+    layer = FastKANLayer(4, 1, basis=basis, dtype=torch.float64, **options)
     calls = record_calls(compiled.OneOutput, "apply")
     w = layer.spline_linear.weight
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
@@ -56,6 +58,10 @@ def test_compiled_one_output_gradcheck(record_calls, basis):
 
     assert torch.autograd.gradcheck(f, (x, w.detach().clone().requires_grad_()))
     assert calls
+    groups = calls[0][-1]
+    assert (groups is not None) == layer.basis.exponential
+    if options.get("denominator"):
+        assert len(groups.chunks) > 1
 
 
 def test_a_failed_compilation_warns_once_and_takes_the_eager_path(monkeypatch):
@@ -142,20 +148,6 @@ def test_exponential_kernels_match_the_eager_path(monkeypatch, record_calls, opt
     for a, b in zip(got, want):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, **tol)
-
-
-def test_exponential_kernels_gradcheck_over_several_groups(record_calls):
-    torch.manual_seed(0)
-    layer = FastKANLayer(4, 1, num_grids=16, denominator=0.05, dtype=torch.float64)
-    calls = record_calls(compiled.OneOutput, "apply")
-    w = layer.spline_linear.weight
-    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
-
-    def f(x, w):
-        return torch.func.functional_call(layer, {"spline_linear.weight": w}, (x,))
-
-    assert torch.autograd.gradcheck(f, (x, w.detach().clone().requires_grad_()))
-    assert calls and len(calls[0][-1].chunks) > 1
 
 
 def test_a_grid_that_is_not_uniform_takes_the_general_kernels(record_calls):
