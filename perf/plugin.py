@@ -281,7 +281,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["torch"] = torch.__version__
     machine_info["torch_threads"] = torch.get_num_threads()
     # The vector instructions torch's CPU kernels dispatch to (AVX2, AVX512, ...): two virtual machines of
-    # one name and CPU brand can differ here, and so do their timings (README, "Results on this machine").
+    # one name and CPU brand can differ here, and so do their timings (README, "On an AVX2 host").
     machine_info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     machine_info["cuda_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     malloc = getattr(config, "_perf_malloc", {})
