@@ -97,14 +97,14 @@ class _Groups:
         g = len(values)
         spacing = (values[-1] - values[0]) / (g - 1)
         r = spacing / h
-        self.x_max = math.sqrt(_REACH[dtype] / scale)
-        size = max(1, min(g, int(2 * (self.x_max - math.sqrt(_MARGIN[dtype] / scale)) / r) + 1))
+        x_max = math.sqrt(_REACH[dtype] / scale)
+        size = max(1, min(g, int(2 * (x_max - math.sqrt(_MARGIN[dtype] / scale)) / r) + 1))
         self.chunks = tuple((k, min(size, g - k)) for k in range(0, g, size))
         j = [t - (m - 1) / 2 for _, m in self.chunks for t in range(m)]
         as_tensor = functools.partial(torch.tensor, dtype=dtype)
         self.mids = as_tensor([values[0] + (k + (m - 1) / 2) * spacing for k, m in self.chunks])
         self.j, self.c = as_tensor(j), as_tensor([2.0 ** (-scale * (t * r) ** 2) for t in j])
-        self.x_max, self.sr, self.r = as_tensor(self.x_max), as_tensor(scale * r), as_tensor(r)
+        self.x_max, self.sr, self.r = as_tensor(x_max), as_tensor(scale * r), as_tensor(r)
         self.inv_h = as_tensor(1.0 / h)
         # The bumps' argument and d(bump)/d(u) = -2 ln(2) scale d bump / h.
         self.scale, self.k2 = as_tensor(scale), as_tensor(-2.0 * math.log(2.0) * scale)
@@ -147,15 +147,14 @@ def _bumps(u: Tensor, chunks, mids: Tensor, inv_h: Tensor, x_max: Tensor, scale:
         a = torch.exp2(x * sr)  # its square is the ratio of two neighbouring bumps, before c
         a2 = a * a
         b2 = 1.0 / a2
-        half = m // 2
+        hi = first + m // 2  # the middle centre (odd m), else the one just above the middle
         if m % 2:
-            up = down = e
-            out = [(first + half, e)]
+            lo, up, down = hi, e, e
+            out = [(hi, e)]
         else:
-            up, down = e * a, e / a
-            out = [(first + half, up), (first + half - 1, down)]
-        lo, hi = (first + half - 1, first + half) if m % 2 == 0 else (first + half, first + half)
-        for t in range(1, (m + 1) // 2 if m % 2 else half):
+            lo, up, down = hi - 1, e * a, e / a
+            out = [(hi, up), (lo, down)]
+        for t in range(1, (m + 1) // 2):
             up, down = up * a2, down * b2
             out += [(hi + t, up), (lo - t, down)]
         yield x, out
