@@ -10,7 +10,8 @@ registered with it, else autograd on the block. A layer with several outputs
 lays the basis out feature-major or input-major (``_Distances``, ``_feature_major``).
 A layer with one output and a basis of ``-d**2`` on a frozen grid takes
 ``fastkan.compiled``'s kernels on the CPU where they compile, and otherwise lays
-the basis out centre-major (``_OneOutput``).
+the basis out centre-major (``_OneOutput``). A batch larger than the outputs takes
+``fastkan.rows``, which blocks the basis by rows instead of input features.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import functools
 import torch
 from torch import Tensor
 
-from . import compiled
+from . import compiled, rows
 
 # Basis values per block and torch thread (1 MiB in float32, about a core's
 # L2 cache). Measured on seed-300k and kanbench-10m layers: with 1 thread,
@@ -507,4 +508,6 @@ def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None 
         y = compiled.one_output(u, basis, weight)
         if y is not None:
             return y
+    if not one and rows.takes(u, basis, weight, keep):
+        return rows.spline(u, basis, weight)
     return (_OneOutput if one else _FusedSpline).apply(u, *basis.tensors(), weight, basis, keep)

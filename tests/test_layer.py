@@ -22,7 +22,8 @@ from fastkan.mlp import matched_hidden
 PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD_BYTES": 0, "compiled": False},
          "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
          "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True},
-         "small": {"PLAIN_ELEMENTS": 1 << 40, "compiled": False}}
+         "small": {"PLAIN_ELEMENTS": 1 << 40, "compiled": False},
+         "rows": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False, "rows": 1}}
 
 
 @pytest.fixture(autouse=True, params=list(PATHS))
@@ -31,7 +32,9 @@ def fused_path(request, monkeypatch):
     import fastkan.fused as fused
 
     for name, value in PATHS[request.param].items():
-        if name == "compiled":
+        if name == "rows":  # fastkan.rows with one row a block: every call with more rows than outputs
+            monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", value)
+        elif name == "compiled":
             monkeypatch.setattr(compiled, "ENABLED", value)
             if value:
                 request.getfixturevalue("compiler")
@@ -395,6 +398,7 @@ def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, r
     small_calls = record_calls(small._SmallLayers, "apply")
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 4 * 5 * 8)
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 4 * 5 * 8 * 4 * 2)
+    monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", 1 << 40)  # the rebuilt call below: not fastkan.rows
     layer = FastKANLayer(5, 2)
     y = layer(torch.randn(4, 5))  # 160 basis values: small
     assert calls == [] and len(small_calls) == 1
@@ -556,6 +560,7 @@ def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(mon
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 0)
     monkeypatch.setattr(fused, "_block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block
+    monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", 1 << 40)  # feature blocks, not fastkan.rows
     torch.manual_seed(0)
     layer = FastKANLayer(10, 3, basis=basis)
     x = torch.randn(20, 10, requires_grad=True)

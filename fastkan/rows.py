@@ -1,0 +1,114 @@
+"""The spline path of a batch larger than the layer's outputs: the basis built block by block of rows.
+
+``fastkan.fused`` blocks the basis by input features: each block's product adds into the
+whole (out, N) result, which a large batch makes large (batch-4096's first layer: 4 MiB,
+re-read and re-written by each of its 32 blocks), and its backward rebuilds the basis
+whole or in blocks of that shape. Here a block is R whole rows of the batch with every
+input feature, laid out (R, G, in): each step of building it is one contiguous pass, as
+in ``fused._OneOutput``, and the weight's columns are permuted to that order once per
+call (an (out, in * G) copy, smaller than the basis where the batch exceeds the outputs).
+Forward writes each block's rows of the output once, with one product over all inputs;
+backward adds each block's share of the weight gradient and computes the block's input
+gradient from its own rows, in buffers of one block. Only the inputs are saved.
+
+Taken on the CPU, in eager mode, for bases of ``-d**2`` with their derivative on a
+frozen grid (``fused._neg_square_backward``), a basis too large to keep
+(``fused.KEEP_BASIS_BYTES``), more rows than outputs and at least two blocks of rows.
+Measured forward + backward, [256, 256, 1] with 8 centres, 1 thread, round by round
+(README, "Large batches"): ``lean-fastkan`` at batch 4096 went from 1.11x to 0.98x
+flashkan's time (the rebuilt feature blocks against these).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import fused
+
+# Basis values per block of rows and torch thread: 2 MiB in float32. Blocks of 2**18 and 2**19
+# values timed alike on batch-4096's first layer (within the run's noise); 2**17 slower.
+BLOCK_ELEMENTS = 1 << 19
+
+
+def _rows(in_dim: int, num_grids: int) -> int:
+    """Rows of the batch per block."""
+    return max(1, BLOCK_ELEMENTS * torch.get_num_threads() // (in_dim * num_grids))
+
+
+def takes(u: Tensor, basis, weight: Tensor, keep_bytes: int) -> bool:
+    """Whether a call on u (N, in) with this weight (out, in * G) takes the row blocks."""
+    n, in_dim = u.shape
+    g = basis.grid.numel()
+    return (u.device.type == "cpu" and not fused._is_compiling() and 1 < weight.shape[0] < n
+            and n >= 2 * _rows(in_dim, g) and not fused._keeps(u, g, keep_bytes)
+            and fused._neg_square_backward(basis, u, *basis.tensors()))
+
+
+class _Blocks:
+    """The basis of u, R rows at a time, and the weight with its columns in the basis' order."""
+
+    def __init__(self, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis):
+        self.u, self.basis = u, basis
+        self.k = fused._constants(grid, h)  # CPU: inv_h, centre and far are Python numbers
+        self.scale = -basis.neg_square_scale * self.k.inv_h * self.k.inv_h
+        in_dim, g = u.shape[1], grid.numel()
+        self.step = _rows(in_dim, g)
+        self.buf = u.new_empty(min(u.shape[0], self.step), g, in_dim)
+        o = weight.shape[0]
+        self.weight = weight.view(o, in_dim, g).transpose(1, 2).reshape(o, g * in_dim)  # (out, G * in)
+
+    def __iter__(self):
+        """(a, b, v, phi): rows a..b, their centred inputs v (R, in) and basis phi (R, G * in)."""
+        k, n = self.k, self.u.shape[0]
+        for a in range(0, n, self.step):
+            b = min(n, a + self.step)
+            v = (self.u[a:b] - k.centre).clamp_(-k.far, k.far)
+            d = torch.sub(v[:, None, :], k.c[:, None], out=self.buf[: b - a])
+            torch.addcmul(fused._zero(d.dtype), d, d, value=self.scale, out=d)
+            yield a, b, v, self.basis.of_neg_square(d).view(b - a, -1)
+
+    def unpermute(self, grad: Tensor) -> Tensor:
+        """A gradient (out, G * in) in the weight's own column order (out, in * G)."""
+        o, g, in_dim = grad.shape[0], self.buf.shape[1], self.buf.shape[2]
+        return grad.view(o, g, in_dim).transpose(1, 2).reshape(o, in_dim * g)
+
+
+class _RowBlocks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis) -> Tensor:
+        blocks = _Blocks(u, grid, h, weight, basis)
+        out = u.new_empty(u.shape[0], weight.shape[0])
+        for a, b, _, phi in blocks:
+            torch.mm(phi, blocks.weight.t(), out=out[a:b])
+        ctx.basis = basis
+        ctx.save_for_backward(u, grid, h, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        fused._refuse_double_backward()
+        u, grid, h, weight = ctx.saved_tensors
+        need_u, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        blocks = _Blocks(u, grid, h, weight, ctx.basis)
+        g, in_dim = blocks.buf.shape[1], blocks.buf.shape[2]
+        grad_w = torch.zeros_like(blocks.weight) if need_w else None
+        grad_u = torch.empty_like(u) if need_u else None
+        q_buf = u.new_empty(blocks.buf.shape[0], g * in_dim) if need_u else None
+        for a, b, v, phi in blocks:
+            go = grad_out[a:b]
+            if need_w:
+                grad_w.addmm_(go.t(), phi)
+            if need_u:
+                # dL/du = (-2 / h**2) (v S1 - S2), as in fused._backward_neg_square: the rows
+                # (2, G) of k.rows sum the output gradient times k' over the centres.
+                q = torch.mm(go, blocks.weight, out=q_buf[: b - a])
+                q.mul_(ctx.basis.of_neg_square_derivative(phi))
+                s12 = torch.matmul(blocks.k.rows, q.view(b - a, g, in_dim))  # (R, 2, in)
+                torch.addcmul(s12[:, 1], v, s12[:, 0], out=grad_u[a:b])
+        return grad_u, None, None, blocks.unpermute(grad_w) if need_w else None, None
+
+
+def spline(u: Tensor, basis, weight: Tensor) -> Tensor:
+    """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in * G) -> (N, out)."""
+    return _RowBlocks.apply(u, *basis.tensors(), weight, basis)
