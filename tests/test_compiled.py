@@ -23,11 +23,17 @@ def run(layer, x):
     return (y, *torch.autograd.grad((y * torch.linspace(-1, 2, y.shape[0])[:, None]).sum(), [x, layer.spline_linear.weight]))
 
 
-@pytest.mark.parametrize("basis", SQUARE_BASES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(1, 5), (2, 1), (37, 300)])
+# Sizes of 1 make dynamo compile specialised code (two more compilations per basis and dtype, some
+# 5 to 10 s each from an empty cache): they run for the grouped kernels (the Gaussian) and the general
+# ones (expit) in float32; every basis and dtype runs a general size.
+SIZES_OF_1 = [(b, torch.float32, s) for b in ("gaussian", "expit") for s in [(1, 5), (2, 1)]]
+
+
+@pytest.mark.parametrize("basis, dtype, shape", SIZES_OF_1 + [(b, d, (37, 300)) for b in SQUARE_BASES
+                                                              for d in (torch.float32, torch.float64)],
+                         ids=lambda v: str(v).replace("torch.", "").replace(" ", ""))
 def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, basis, dtype, shape):
-    # Every basis, both dtypes and sizes of 1 in one process: each (basis, dtype) compiles
+    # Several bases, both dtypes and sizes of 1 in one process: each (basis, dtype) compiles
     # its own code, so none falls back to eager on dynamo's recompilation limit.
     torch.manual_seed(0)
     layer = FastKANLayer(shape[1], 1, basis=basis, use_layernorm=False, dtype=dtype)
@@ -43,9 +49,10 @@ def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, b
         torch.testing.assert_close(a, b, **tol)
 
 
-# The Gaussian with a narrow width: its grouped kernels split the 16 centres into several groups.
-@pytest.mark.parametrize("basis, options", [(b, dict(num_grids=5)) for b in SQUARE_BASES]
-                         + [("gaussian", dict(num_grids=16, denominator=0.05))])
+# The Gaussian with a narrow width: its grouped kernels split the 15 centres into two groups. Both
+# layouts are those of the tests around, whose compiled kernels they reuse (8 to 20 s each to compile).
+@pytest.mark.parametrize("basis, options", [(b, dict(num_grids=8)) for b in SQUARE_BASES]
+                         + [("gaussian", dict(num_grids=15, denominator=0.1))])
 def test_compiled_one_output_gradcheck(record_calls, basis, options):
     torch.manual_seed(0)
     layer = FastKANLayer(4, 1, basis=basis, dtype=torch.float64, **options)
@@ -120,12 +127,15 @@ def test_compiled_backward_writes_no_basis():
 
 # Grids whose Gaussian bumps the exponential kernels build in groups: one group (the default 8
 # centres), several groups (a narrow width; inputs up to 50 widths outside: the clamp), and a grid
-# far from 0. Each layout compiles its own kernels (about 9 s here), hence only three.
-GROUPED = [dict(num_grids=8), dict(num_grids=15, denominator=0.1), dict(num_grids=6, grid_min=10.0, grid_max=12.0)]
+# far from 0 (in float32, where the subtraction loses most). Each layout and dtype compiles its own
+# kernels (9 to 23 s here from an empty cache), hence only these.
+GROUPED = [(dict(num_grids=8), torch.float32), (dict(num_grids=8), torch.float64),
+           (dict(num_grids=15, denominator=0.1), torch.float32), (dict(num_grids=15, denominator=0.1), torch.float64),
+           (dict(num_grids=6, grid_min=10.0, grid_max=12.0), torch.float32)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("options", GROUPED, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("options, dtype", GROUPED,
+                         ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else str(v)[6:])
 def test_exponential_kernels_match_the_eager_path(monkeypatch, record_calls, options, dtype):
     torch.manual_seed(0)
     layer = FastKANLayer(40, 1, use_layernorm=False, dtype=dtype, **options)
