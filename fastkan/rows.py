@@ -58,7 +58,7 @@ class _Blocks:
         self.step = _rows(in_dim, g)
         self.buf = u.new_empty(min(u.shape[0], self.step), g, in_dim)
         o = weight.shape[0]
-        self.weight = weight.view(o, in_dim, g).transpose(1, 2).reshape(o, g * in_dim)  # (out, G * in)
+        self.weight = weight.reshape(o, in_dim, g).transpose(1, 2).reshape(o, g * in_dim)  # (out, G * in)
 
     def __iter__(self):
         """(a, b, v, phi): rows a..b, their centred inputs v (R, in) and basis phi (R, G * in)."""

@@ -74,7 +74,8 @@ def test_row_blocks_gradcheck(monkeypatch, record_calls):
     torch.manual_seed(0)
     layer = FastKANLayer(3, 2, num_grids=4, use_layernorm=False, dtype=torch.float64)
     x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
-    weight = layer.spline_linear.weight
+    # A weight that is not contiguous too (a transposed view), as torch.func may hand one.
+    weight = layer.spline_linear.weight.detach().t().contiguous().t().requires_grad_()
     calls = record_calls(rows, "spline")
     rows_per_block(monkeypatch, 2, 3, 4)
     assert torch.autograd.gradcheck(lambda x, w: fused.fused_spline(x, layer.basis, w), (x, weight))
