@@ -13,7 +13,8 @@ gradient from its own rows, in buffers of one block. Only the inputs are saved.
 
 Taken on the CPU, in eager mode, for bases of ``-d**2`` with their derivative on a
 frozen grid (``fused._neg_square_backward``), a basis too large to keep
-(``fused.KEEP_BASIS_BYTES``), more rows than outputs and at least two blocks of rows.
+(``fused.KEEP_BASIS_BYTES``), more rows than outputs, at least as many rows as basis values
+per row (``BATCH_PER_COLUMN``) and at least two blocks of rows.
 On batch-4096 ([256, 256, 1], 8 centres, 1 thread; README, "Large batches: blocks of rows"),
 ``lean-fastkan`` went from 1.19x to 0.98x flashkan's forward + backward time in the suite's
 goals, and the default layer's peak backward bytes from 94 to 20 MB; no other configuration
@@ -32,6 +33,15 @@ from . import fused
 # 1.03x, 1.04x and 0.99x flashkan's time; each interval about +-15%).
 BLOCK_ELEMENTS = 1 << 19
 
+# Each block of rows reads the whole (out, in * G) weight; each block of features (fastkan.fused)
+# reads and writes the whole (out, N) result: per call their traffic differs by (in * G) / N. Rows
+# are taken where the batch has at least BATCH_PER_COLUMN times as many rows as each row has basis
+# values. Forward + backward, rows against feature blocks, lean-fastkan, 1 thread, alternating, 11
+# rounds: [256, 256, 1] at batch 1024 1.05x the time, 2048 0.95x, 8192 0.60x; [128, 128, 1] at 2048
+# 0.92x; [64, 512, 1] at 4096 0.78x; and below the line [784, 64, 10] at 256 1.20x, at 1024 1.01x,
+# [1000, 1000, 1] at 2000 1.10x.
+BATCH_PER_COLUMN = 1.0
+
 
 def _rows(in_dim: int, num_grids: int) -> int:
     """Rows of the batch per block."""
@@ -43,7 +53,8 @@ def takes(u: Tensor, basis, weight: Tensor, keep_bytes: int) -> bool:
     n, in_dim = u.shape
     g = basis.grid.numel()
     return (u.device.type == "cpu" and not fused._is_compiling() and 1 < weight.shape[0] < n
-            and n >= 2 * _rows(in_dim, g) and not fused._keeps(u, g, keep_bytes)
+            and in_dim * g * BATCH_PER_COLUMN <= n and n >= 2 * _rows(in_dim, g)
+            and not fused._keeps(u, g, keep_bytes)
             and fused._neg_square_backward(basis, u, *basis.tensors()))
 
 

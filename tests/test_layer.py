@@ -23,7 +23,7 @@ PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD
          "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
          "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True},
          "small": {"PLAIN_ELEMENTS": 1 << 40, "compiled": False},
-         "rows": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False, "rows": 1}}
+         "rows": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False, "rows": (1, 0.0)}}
 
 
 @pytest.fixture(autouse=True, params=list(PATHS))
@@ -33,7 +33,8 @@ def fused_path(request, monkeypatch):
 
     for name, value in PATHS[request.param].items():
         if name == "rows":  # fastkan.rows with one row a block: every call with more rows than outputs
-            monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", value)
+            monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", value[0])
+            monkeypatch.setattr(fused.rows, "BATCH_PER_COLUMN", value[1])
         elif name == "compiled":
             monkeypatch.setattr(compiled, "ENABLED", value)
             if value:

@@ -38,12 +38,12 @@ def grads(model, x, weights):
 def test_row_blocks_match_the_feature_blocks_in_float64(monkeypatch, record_calls, basis, affine, input_grad):
     torch.manual_seed(0)
     model = FastKAN([12, 5, 3], basis=basis, layernorm_affine=affine, dtype=torch.float64)
-    x = (3 * torch.randn(83, 12, dtype=torch.float64)).requires_grad_(input_grad)
+    x = (3 * torch.randn(203, 12, dtype=torch.float64)).requires_grad_(input_grad)
     with torch.no_grad():
         x[0, 0], x[1, 1] = 1e12, -1e30  # far outside the grid in some blocks
-    weights = torch.randn(83, 3, dtype=torch.float64)
+    weights = torch.randn(203, 3, dtype=torch.float64)
     calls = record_calls(rows, "spline")
-    rows_per_block(monkeypatch, 10, 12, 8)  # first layer: 9 blocks, the last of 3 rows; second: 24 rows a block
+    rows_per_block(monkeypatch, 10, 12, 8)  # first layer: 21 blocks, the last of 3 rows; second: 24 rows a block
     got = grads(model, x, weights)
     assert len(calls) == 2
     monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 1 << 40)  # one block of every row: the feature blocks
@@ -73,7 +73,7 @@ def test_row_blocks_in_float32_match_the_unfused_layer(monkeypatch, record_calls
 def test_row_blocks_gradcheck(monkeypatch, record_calls):
     torch.manual_seed(0)
     layer = FastKANLayer(3, 2, num_grids=4, use_layernorm=False, dtype=torch.float64)
-    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(13, 3, dtype=torch.float64, requires_grad=True)  # 12 basis values a row
     # A weight that is not contiguous too (a transposed view), as torch.func may hand one.
     weight = layer.spline_linear.weight.detach().t().contiguous().t().requires_grad_()
     calls = record_calls(rows, "spline")
@@ -86,7 +86,7 @@ def test_row_blocks_refuse_double_backward(monkeypatch, record_calls):
     layer = FastKANLayer(3, 2, use_layernorm=False)
     calls = record_calls(rows, "spline")
     rows_per_block(monkeypatch, 2, 3, 8)
-    x = torch.randn(9, 3, requires_grad=True)
+    x = torch.randn(30, 3, requires_grad=True)
     y = layer(x)
     assert calls
     with pytest.raises(RuntimeError, match="double backward"):
@@ -94,18 +94,20 @@ def test_row_blocks_refuse_double_backward(monkeypatch, record_calls):
 
 
 def test_row_blocks_are_taken_only_where_they_apply(monkeypatch):
-    rows_per_block(monkeypatch, 10, 4, 8)
-    x = torch.randn(40, 4)
+    rows_per_block(monkeypatch, 40, 4, 8)
+    x = torch.randn(100, 12)
 
-    def takes(out=3, basis="gaussian", n=40, dtype=torch.float32, keep=0, **options):
-        layer = FastKANLayer(4, out, basis=basis, dtype=dtype, **options)
-        return rows.takes(x[:n].to(dtype), layer.basis, layer.spline_linear.weight, keep)
+    def takes(out=3, basis="gaussian", n=80, in_dim=4, dtype=torch.float32, keep=0, **options):
+        layer = FastKANLayer(in_dim, out, basis=basis, dtype=dtype, **options)
+        return rows.takes(x[:n, :in_dim].to(dtype), layer.basis, layer.spline_linear.weight, keep)
 
     assert takes()
     assert takes(dtype=torch.float64)
-    assert not takes(n=19)  # fewer than two blocks of rows
+    assert not takes(n=79)  # fewer than two blocks of rows
+    assert not takes(in_dim=12, n=95)  # fewer rows than basis values in a row (12 x 8), 13 rows a block
+    assert takes(in_dim=12, n=96)
     assert not takes(out=1)  # one output: fastkan.compiled or fused._OneOutput
-    assert not takes(out=40)  # no more rows than outputs
+    assert not takes(out=80)  # no more rows than outputs
     assert not takes(keep=1 << 20)  # a basis small enough to keep
     assert not takes(basis="gauss-p3")  # no basis of -d**2
     assert not takes(basis="bspline")
