@@ -10,8 +10,8 @@ registered with it, else autograd on the block. A layer with several outputs
 lays the basis out feature-major or input-major (``_Distances``, ``_feature_major``).
 A layer with one output and a basis of ``-d**2`` on a frozen grid takes
 ``fastkan.compiled``'s kernels on the CPU where they compile, and otherwise lays
-the basis out centre-major (``_OneOutput``). A batch larger than the outputs takes
-``fastkan.rows``, which blocks the basis by rows instead of input features.
+the basis out centre-major (``_OneOutput``). A batch larger than the outputs and than
+the basis values per row takes ``fastkan.rows``, which blocks the basis by rows instead.
 """
 
 from __future__ import annotations

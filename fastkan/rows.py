@@ -1,4 +1,4 @@
-"""The spline path of a batch larger than the layer's outputs: the basis built block by block of rows.
+"""The spline path of large batches: the basis built block by block of rows.
 
 ``fastkan.fused`` blocks the basis by input features: each block's product adds into the
 whole (out, N) result, which a large batch makes large (batch-4096's first layer: 4 MiB,

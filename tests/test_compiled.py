@@ -135,7 +135,7 @@ GROUPED = [(dict(num_grids=8), torch.float32), (dict(num_grids=8), torch.float64
 
 
 @pytest.mark.parametrize("options, dtype", GROUPED,
-                         ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else str(v)[6:])
+                         ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else str(v).replace("torch.", ""))
 def test_exponential_kernels_match_the_eager_path(monkeypatch, record_calls, options, dtype):
     torch.manual_seed(0)
     layer = FastKANLayer(40, 1, use_layernorm=False, dtype=dtype, **options)
