@@ -243,18 +243,25 @@ def available(u: Tensor) -> bool:
     return ENABLED and not _broken and u.device.type == "cpu" and not fused._is_compiling()
 
 
+def _weights(weight: Tensor, in_dim: int, g: int, groups: _Groups | None) -> Tensor:
+    """The spline weight (1, in * G) as the kernels take it: (G, in), contiguous, each row times its
+    bump's factor ``c`` for the grouped kernels."""
+    w = weight.view(in_dim, g).t()
+    return (w * groups.c[:, None] if groups else w).contiguous()
+
+
 class OneOutput(torch.autograd.Function):
     """u (N, in), weight (1, in * G) -> (N, 1), through the compiled reductions (of ``groups`` where given)."""
 
     @staticmethod
     def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, kernels, groups=None) -> Tensor:
-        w = weight.view(u.shape[1], grid.numel()).t()
+        w = _weights(weight, u.shape[1], grid.numel(), groups)
         ctx.kernels, ctx.groups = kernels, groups
         ctx.save_for_backward(u, grid, h, weight)
         # detach(): a Parameter would be compiled for its own type and fixed size.
         if groups:
-            return kernels[0](u.detach(), *groups.tensors(), (w * groups.c[:, None]).contiguous())[:, None]
-        return kernels[0](u.detach(), grid.detach(), 1.0 / h, w.contiguous())[:, None]
+            return kernels[0](u.detach(), *groups.tensors(), w)[:, None]
+        return kernels[0](u.detach(), grid.detach(), 1.0 / h, w)[:, None]
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -268,7 +275,7 @@ class OneOutput(torch.autograd.Function):
             args = groups.tensors()
             grad_w = (ctx.kernels[1](u.detach(), *args, go) * groups.c[:, None]).t().reshape(1, in_dim * g) \
                 if need_w else None
-            w = (weight.view(in_dim, g).t() * groups.c[:, None]).contiguous() if need_u else None
+            w = _weights(weight, in_dim, g, groups) if need_u else None
             grad_u = ctx.kernels[2](u.detach(), *args, groups.r, groups.j, w, go, groups.k2) if need_u else None
             return grad_u, None, None, grad_w, None, None
         grad_u = grad_w = None
@@ -280,7 +287,7 @@ class OneOutput(torch.autograd.Function):
             # every d there cost it a quarter of its time.
             far = float(fused._FAR * h)  # this path runs on the CPU only: reading h costs nothing
             v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
-            grad_u = ctx.kernels[2](v, c, inv_h, weight.view(in_dim, g).t().contiguous(), go)
+            grad_u = ctx.kernels[2](v, c, inv_h, _weights(weight, in_dim, g, None), go)
         return grad_u, None, None, grad_w, None, None
 
 
@@ -288,7 +295,7 @@ def one_output(u: Tensor, basis, weight: Tensor) -> Tensor | None:
     """The compiled one-output spline (N, 1), or None where this machine cannot compile it."""
     grid, h = basis.tensors()
     groups = None
-    if getattr(basis, "exponential", False) and grid.numel() <= GROUPED_CENTRES:
+    if basis.exponential and grid.numel() <= GROUPED_CENTRES:
         groups = _Groups.of(grid, h, basis.neg_square_scale)
     kernels = _kernels(basis, u.dtype, groups)
     return None if kernels is None else OneOutput.apply(u, grid, h, weight, kernels, groups)

@@ -508,6 +508,6 @@ def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None 
         y = compiled.one_output(u, basis, weight)
         if y is not None:
             return y
-    if not one and rows.takes(u, basis, weight, keep):
+    if rows.takes(u, basis, weight, keep):  # never a one-output layer
         return rows.spline(u, basis, weight)
     return (_OneOutput if one else _FusedSpline).apply(u, *basis.tensors(), weight, basis, keep)
