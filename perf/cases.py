@@ -82,10 +82,18 @@ def _bspline(c: Config) -> nn.Module:
 class Model:
     build: Callable[[Config], nn.Module]
     basis: str | None = None
-    missing: str | None = None  # why it cannot run here (a dependency that is not installed)
     small_only: bool = False
     fit: bool = True  # has fit-quality cases (not when it computes the same function as another model)
     peer: str | None = None  # name in fastkan.peers.PEERS: another project's KAN
+
+    @functools.cached_property
+    def missing(self) -> str | None:
+        """Why it cannot run here (a dependency that is not installed), or None.
+
+        Asked on first use: importing every peer costs a run about 10 s (pykan, flashkan), which a
+        run that selects none of them need not pay.
+        """
+        return PEERS[self.peer].missing() if self.peer else None
 
     def move(self, model: nn.Module, device, dtype) -> nn.Module:
         return PEERS[self.peer].move(model, device, dtype) if self.peer else model.to(device, dtype)
@@ -94,16 +102,12 @@ class Model:
 def _peer(name: str) -> Model:
     peer = PEERS[name]
     basis = {"fast-kan": "gaussian", "faster-kan": "rswaf", "chebykan": None}.get(name, "bspline")
-    return Model(lambda c: peer.model(c.layers, c.num_basis), basis=basis, missing=peer.missing(),
-                 small_only=peer.small_only, peer=name)
+    return Model(lambda c: peer.model(c.layers, c.num_basis), basis=basis, small_only=peer.small_only, peer=name)
 
 
 @functools.lru_cache(maxsize=None)
 def models() -> dict[str, Model]:
-    """Every model of the matrix: one ``fastkan-<basis>`` per registered basis, our references, the peers.
-
-    Cached: a failed import of an optional peer is retried on every call.
-    """
+    """Every model of the matrix: one ``fastkan-<basis>`` per registered basis, our references, the peers."""
     table = {f"fastkan-{b}": Model(_fastkan(b), basis=b) for b in BASES}
     # fast-kan's own algorithm: the same model without the fused spline path.
     table["plain-fastkan"] = Model(lambda c: FastKAN(c.layers, fused=False, **c.fastkan), basis="gaussian", fit=False)
