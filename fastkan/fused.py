@@ -185,11 +185,7 @@ class _Distances:
         else:
             d = torch.sub(v.t()[..., None], self.c, out=buf.view(n, m, g))
         if self.neg_square:
-            if isinstance(self.square_scale, float):
-                # Square and scale in one pass over the block, not two (0 + s * d * d).
-                torch.addcmul(_zero(d.dtype), d, d, value=self.square_scale, out=d)
-            else:  # a tensor (a GPU's or a compiled graph's h), which addcmul's value cannot take
-                d.mul_(d).mul_(self.square_scale)
+            _scaled_square_(d, self.square_scale)
         else:
             d.mul_(self.inv_h)
         if self.layout == "centre":
@@ -201,6 +197,14 @@ class _Distances:
 def _zero(dtype: torch.dtype) -> Tensor:
     """A 0-dim CPU zero, made once: only CPU calls get a Python number for the scale (``_Constants``)."""
     return torch.zeros((), dtype=dtype)
+
+
+def _scaled_square_(d: Tensor, scale) -> Tensor:
+    """``d = scale * d**2`` in place; ``scale`` a Python number or a 0-dim tensor."""
+    if isinstance(scale, float):
+        # Square and scale in one pass, not two (0 + s * d * d).
+        return torch.addcmul(_zero(d.dtype), d, d, value=scale, out=d)
+    return d.mul_(d).mul_(scale)  # a tensor (a GPU's or a compiled graph's h), which addcmul's value cannot take
 
 
 def _feature_major(n: int, weight: Tensor, neg_square_backward: bool) -> bool:

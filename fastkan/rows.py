@@ -23,6 +23,8 @@ of the matrix takes this path.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -62,14 +64,18 @@ class _Blocks:
     """The basis of u, R rows at a time, and the weight with its columns in the basis' order."""
 
     def __init__(self, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis):
-        self.u, self.basis = u, basis
+        self.u, self.basis, self._weight = u, basis, weight
         self.k = fused._constants(grid, h)  # CPU: inv_h, centre and far are Python numbers
         self.scale = -basis.neg_square_scale * self.k.inv_h * self.k.inv_h
         in_dim, g = u.shape[1], grid.numel()
         self.step = _rows(in_dim, g)
         self.buf = u.new_empty(min(u.shape[0], self.step), g, in_dim)
-        o = weight.shape[0]
-        self.weight = weight.reshape(o, in_dim, g).transpose(1, 2).reshape(o, g * in_dim)  # (out, G * in)
+
+    @functools.cached_property
+    def weight(self) -> Tensor:
+        """The weight (out, G * in), copied on first use: a backward without an input gradient needs none."""
+        o, g, in_dim = self._weight.shape[0], self.buf.shape[1], self.buf.shape[2]
+        return self._weight.reshape(o, in_dim, g).transpose(1, 2).reshape(o, g * in_dim)
 
     def __iter__(self):
         """(a, b, v, phi): rows a..b, their centred inputs v (R, in) and basis phi (R, G * in)."""
@@ -77,8 +83,7 @@ class _Blocks:
         for a in range(0, n, self.step):
             b = min(n, a + self.step)
             v = (self.u[a:b] - k.centre).clamp_(-k.far, k.far)
-            d = torch.sub(v[:, None, :], k.c[:, None], out=self.buf[: b - a])
-            torch.addcmul(fused._zero(d.dtype), d, d, value=self.scale, out=d)
+            d = fused._scaled_square_(torch.sub(v[:, None, :], k.c[:, None], out=self.buf[: b - a]), self.scale)
             yield a, b, v, self.basis.of_neg_square(d).view(b - a, -1)
 
     def unpermute(self, grad: Tensor) -> Tensor:
@@ -105,7 +110,7 @@ class _RowBlocks(torch.autograd.Function):
         need_u, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         blocks = _Blocks(u, grid, h, weight, ctx.basis)
         g, in_dim = blocks.buf.shape[1], blocks.buf.shape[2]
-        grad_w = torch.zeros_like(blocks.weight) if need_w else None
+        grad_w = u.new_zeros(weight.shape[0], g * in_dim) if need_w else None
         grad_u = torch.empty_like(u) if need_u else None
         q_buf = u.new_empty(blocks.buf.shape[0], g * in_dim) if need_u else None
         for a, b, v, phi in blocks:

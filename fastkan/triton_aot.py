@@ -66,12 +66,13 @@ def pairs(v: Variant) -> set[tuple]:
 
 def _pairwise(every: list[Variant]) -> list[Variant]:
     # Greedy: the first variant that builds the most pairs not built yet, until none is left.
-    todo = set().union(*map(pairs, every))
+    built = {v: pairs(v) for v in every}
+    todo = set().union(*built.values())
     chosen = []
     while todo:
-        best = max(every, key=lambda v: len(pairs(v) & todo))
+        best = max(every, key=lambda v: len(built[v] & todo))
         chosen.append(best)
-        todo -= pairs(best)
+        todo -= built[best]
     return chosen
 
 
