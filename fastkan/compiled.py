@@ -115,18 +115,18 @@ class _Groups:
 
     @staticmethod
     def of(grid: Tensor, h: Tensor, scale: float) -> _Groups | None:
+        """The groups of a uniform grid, None for any other; cached by the grid's values."""
         values = grid.tolist()  # CPU only: reading the grid is free
-        key = (grid.dtype, float(h), scale, *values)
-        if key not in _GROUPS:
-            if len(_GROUPS) >= 64:
-                _GROUPS.clear()
+
+        def make():
             g, eps = len(values), torch.finfo(grid.dtype).eps
             spacing = (values[-1] - values[0]) / (g - 1)
             # The identity holds for centres spaced exactly alike; linspace's rounding is allowed.
             uniform = spacing > 0 and all(abs(v - (values[0] + k * spacing)) <= 2 * eps * max(map(abs, values))
                                           for k, v in enumerate(values))
-            _GROUPS[key] = _Groups(values, float(h), scale, grid.dtype) if uniform else None
-        return _GROUPS[key]
+            return _Groups(values, float(h), scale, grid.dtype) if uniform else None
+
+        return fused.cached(_GROUPS, (grid.dtype, float(h), scale, *values), make)
 
 
 _GROUPS: dict = {}

@@ -118,16 +118,20 @@ class _Constants:
 _CONSTANTS: dict = {}
 
 
+def cached(cache: dict, key, make):
+    """``cache[key]``, made by ``make()`` where missing (None is a value too); emptied at 64 entries,
+    since a trained grid or width makes new keys every step."""
+    if key not in cache:
+        if len(cache) >= 64:
+            cache.clear()
+        cache[key] = make()
+    return cache[key]
+
+
 def _constants(grid: Tensor, h: Tensor) -> _Constants:
     if h.device.type != "cpu" or _is_compiling():
         return _Constants(grid, h)
-    key = (grid.dtype, float(h), *grid.tolist())
-    found = _CONSTANTS.get(key)
-    if found is None:
-        if len(_CONSTANTS) >= 64:  # a trained grid or width makes new keys every step
-            _CONSTANTS.clear()
-        found = _CONSTANTS[key] = _Constants(grid, h)
-    return found
+    return cached(_CONSTANTS, (grid.dtype, float(h), *grid.tolist()), lambda: _Constants(grid, h))
 
 
 class _Distances:
