@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .compare import compare
-from .report import EXIT_REGRESSED
-from .runs import ReportError, load
+from perf.stats.compare import compare
+from perf.report import EXIT_REGRESSED
+from perf.storage.runs import ReportError, load
 
 
 def main(argv=None) -> int:

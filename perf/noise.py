@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .compare import REGRESSED, changes
-from .runs import load
+from perf.stats.compare import REGRESSED, changes
+from perf.storage.runs import load
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOWDOWNS = {"gaussian": 1.2, "rswaf": 1.5}

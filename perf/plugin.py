@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from .cases import CONFIGS, DEVICES, DTYPES, MODES, PASSES, Case, models
-from .accuracy import ACCURACY_SETTINGS, AccuracyCase
-from .fit import FIT_SETTINGS, TASKS, FitCase
+from perf.matrix.cases import Case
+from perf.matrix.configs import CONFIGS, DEVICES, DTYPES, MODES, PASSES
+from perf.matrix.models import models
+from perf.matrix.accuracy import ACCURACY_SETTINGS, AccuracyCase
+from perf.matrix.fit import FIT_SETTINGS, TASKS, FitCase
 
 REGRESSION_EXIT_CODE = 3
 

@@ -1,16 +1,16 @@
-"""Reports from saved benchmark runs: the seed's table and claims, run comparisons, plots.
+"""Reports from saved benchmark runs, one subcommand each.
 
-    python -m perf.report [RUN ...] [--markdown] [--plot FILE]
-    python -m perf.report --compare A B [--threshold 0.1] [--normalize mlp]
-    python -m perf.report bases [RUN ...] [--config mnist] [--markdown] [--plot FILE]
-    python -m perf.report leaderboard [RUN ...] [--markdown] [--plot FILE] [--configs a,b]
-    python -m perf.report accuracy [RUN ...] [--markdown] [--plot FILE]
-    python -m perf.report goals PLAIN_RUN LEAN_RUN [PLAIN_RUN LEAN_RUN ...] [--also RUN] [--markdown]
+    python -m perf.report [table] [RUN ...]     the seed's table and its "N x faster" sentences
+    python -m perf.report leaderboard [RUN ...]   every model per configuration, fastest first
+    python -m perf.report bases [RUN ...]         which basis: approximation, fit and speed
+    python -m perf.report accuracy [RUN ...]      which KAN learns best per second
+    python -m perf.report goals PLAIN LEAN ...    is the default FastKAN fastest everywhere?
+    python -m perf.report compare A B             what changed from run A to run B (also: --compare A B)
 
 RUN is a saved JSON file, a pytest-benchmark storage folder (its latest run)
 or a run number/id in the default storage; without RUN, the latest saved
 run. Exit codes: 0 fine, 2 bad input, 3 a comparison found a regression.
-The report only reads the storage.
+Reports only read the storage.
 """
 
 from __future__ import annotations
@@ -19,303 +19,75 @@ import argparse
 import sys
 from pathlib import Path
 
-from .compare import MEMORY_THRESHOLD, compare
-from .runs import DEFAULT_STORAGE, Record, ReportError, Run, load, resolve
-from .stats import TooFewRounds, bootstrap
-from .tables import FASTKAN_VARIANTS, fmt_bytes, group_runs, md_table, model_order, text_table
+from perf.reports import accuracy, bases, goals, leaderboard, seed
+from perf.stats.compare import MEMORY_THRESHOLD, compare
+from perf.storage.runs import DEFAULT_STORAGE, ReportError, load, resolve
 
 EXIT_REGRESSED = 3
-COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
+#: subcommand -> module with add_arguments(parser), run(args) -> exit code, PLOT (the --plot help, or None)
+REPORTS = {"table": seed, "leaderboard": leaderboard, "bases": bases, "accuracy": accuracy, "goals": goals}
 
 
-def ratio_phrase(value: float | None, other: float | None, better: str, worse: str, name: str,
-                 interval: tuple[float, float] | None = None) -> str:
-    """'4.99x faster than efficient-kan' (value smaller than other) or '2.23x slower than mlp'.
-
-    ``interval``: the 95% interval of value / other, shown in the phrase's own direction.
-    """
-    if not value or not other:
-        return f"not comparable with {name} (no measurement)"
-    if value <= other:
-        text = f"{other / value:.2f}x"
-        if interval:
-            text += f" [{1 / interval[1]:.2f}x, {1 / interval[0]:.2f}x]"
-        return f"{text} {better} than {name}"
-    text = f"{value / other:.2f}x"
-    if interval:
-        text += f" [{interval[0]:.2f}x, {interval[1]:.2f}x]"
-    return f"{text} {worse} than {name}"
-
-
-def _bounds(samples, statistic) -> tuple[float, float] | None:
-    """95% interval of ``statistic`` of the samples' medians; None where a sample is missing or too short."""
-    if not all(samples):
-        return None
-    try:
-        _, low, high = bootstrap(samples, statistic)
-    except TooFewRounds:
-        return None
-    return low, high
-
-
-def time_ratio(a: Record | None, b: Record | None) -> tuple[float, float] | None:
-    """95% interval of median(a) / median(b) from both cases' rounds, where both were saved."""
-    return None if a is None or b is None else _bounds([a.rounds, b.rounds], lambda ma, mb: ma / mb)
-
-
-def _forward_memory(passes: dict[str, Record]) -> float | None:
-    rec = passes.get("forward")
-    return None if rec is None else rec.memory
-
-
-def _backward_memory(passes: dict[str, Record]) -> float | None:
-    rec = passes.get("backward")
-    if rec is None:
-        return None
-    return rec.info.get("cuda_peak_bytes") if rec.device == "cuda" else rec.info.get("cpu_peak_bytes")
-
-
-def table_rows(models: dict[str, dict[str, Record]]) -> list[tuple[str, list[str]]]:
-    rows = []
-    for model in sorted(models, key=model_order):
-        passes = models[model]
-        any_rec = next(iter(passes.values()))
-        ms = [f"{passes[p].median_s * 1e3:.3f} ms" if p in passes else "n/a" for p in ("forward", "backward")]
-        rows.append(
-            (
-                f"{model}-{any_rec.device}",
-                ms
-                + [fmt_bytes(_forward_memory(passes)), fmt_bytes(_backward_memory(passes))]
-                + [str(any_rec.info.get("params", "n/a")), str(any_rec.info.get("trainable_params", "n/a"))],
-            )
-        )
-    return rows
-
-
-def claims(models: dict[str, dict[str, Record]], verbose: bool = False) -> tuple[str, list[str]]:
-    """The seed's sentences (the default FastKAN; every basis with ``verbose``) and which reference they use."""
-    ref = "efficient-kan" if "efficient-kan" in models else "bspline"
-    note = f"reference KAN: {ref}" + ("" if ref == "efficient-kan" else " (efficient-kan was not measured)")
-    lines = []
-    metrics = (
-        ("forward speed", "forward", lambda p: p["forward"].median_s if "forward" in p else None, "faster", "slower"),
-        ("backward speed", "backward", lambda p: p["backward"].median_s if "backward" in p else None, "faster", "slower"),
-        ("forward memory", None, _forward_memory, "smaller", "bigger"),
-        ("backward memory", None, _backward_memory, "smaller", "bigger"),
-    )
-    chosen = sorted(m for m in models if m.startswith("fastkan-")) if verbose else \
-        [m for m in ("fastkan-gaussian",) if m in models]
-    for model in chosen:
-        for label, pass_, get, better, worse in metrics:
-            value = get(models[model])
-            phrases = []
-            for other in (ref, "mlp"):
-                interval = time_ratio(models[model].get(pass_), models.get(other, {}).get(pass_)) if pass_ else None
-                phrases.append(ratio_phrase(value, get(models[other]) if other in models else None, better, worse,
-                                            other, interval))
-            lines.append(f"{model} is {phrases[0]} and {phrases[1]} in {label}")
-    lines.extend(totals(models, ref))
-    lines.extend(interleaved(models))
-    return note, lines
-
-
-def compact(models: dict[str, dict[str, Record]]) -> tuple[list[str], list[list[str]]]:
-    """Every other FastKAN model in one table: its time relative to the reference KAN and the MLP (lower is better)."""
-    ref = "efficient-kan" if "efficient-kan" in models else "bspline"
-    others = [m for m in sorted(models, key=model_order)
-              if m != "fastkan-gaussian" and (m.startswith("fastkan-") or m in FASTKAN_VARIANTS)]
-    header = ["model", f"fwd / {ref}", f"bwd / {ref}", "fwd / mlp", "bwd / mlp", "saved / mlp"]
-    rows = []
-    for m in others:
-        cells = [m]
-        for other in (ref, "mlp"):
-            for p in ("forward", "backward"):
-                a, b = models[m].get(p), models.get(other, {}).get(p)
-                cells.append(f"{a.median_s / b.median_s:.2f}" if a and b else "n/a")
-        saved, mlp_saved = _forward_memory(models[m]), _forward_memory(models.get("mlp", {}))
-        cells.append(f"{saved / mlp_saved:.2f}" if saved and mlp_saved else "n/a")
-        rows.append(cells)
-    return header, rows
-
-
-def explanations(models: dict[str, dict[str, Record]]) -> list[str]:
-    """Rows a reader would stop at, explained once under the table."""
-    out = []
-    quick_back = [m for m, p in sorted(models.items()) if {"forward", "backward"} <= set(p) and m != "mlp"
-                  and p["backward"].median_s < p["forward"].median_s]
-    if quick_back:
-        out.append(f"{', '.join(quick_back)}: backward shorter than forward, because the forward pass builds the "
-                   "(batch, in * basis) tensor and keeps it for backward (the forward memory column), so backward "
-                   "only multiplies; a model that rebuilds its basis in backward pays for it twice")
-    return out
-
-
-def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
-    """Ratios timed round by round against a reference model (pytest perf --perf-reference=MODEL).
-
-    With both passes timed against the same model, also their sum: the
-    reference's time is estimated pass by pass as the model's median over the
-    pass' ratio, so the sum weighs each ratio by the model's own time.
-    Intervals come from the per-round ratios, where the run kept them.
-    """
-    out = []
-    for model in sorted(models):
-        per_pass = {}
-        for p, rec in sorted(models[model].items()):
-            other = rec.info.get("reference_model")
-            ratio = rec.ratio_to(other) if other else None
-            if ratio:
-                rounds = rec.info.get("reference_ratios") or []
-                per_pass[p] = (ratio, other, rec.median_s, rounds)
-                interval = _interval([rounds], lambda m: m)
-                out.append(f"{model} {p}: {ratio:.3f}x{interval} the time of {other}, timed round by round "
-                           f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
-        both = [per_pass.get(p) for p in ("forward", "backward")]
-        if all(both) and both[0][1] == both[1][1]:
-            other = both[0][1]
-            (rf, _, tf, sf), (rb, _, tb, sb) = both
-            ratio = (tf + tb) / (tf / rf + tb / rb)
-            interval = _interval([sf, sb], lambda mf, mb: (tf + tb) / (tf / mf + tb / mb))
-            out.append(f"{model} forward + backward: {ratio:.3f}x{interval} the time of {other}, timed round by round "
-                       f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
-    return out
-
-
-def _interval(samples, statistic) -> str:
-    bounds = _bounds(samples, statistic)
-    return "" if bounds is None else f" [{bounds[0]:.3f}x, {bounds[1]:.3f}x]"
-
-
-def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
-    """Forward plus backward time and saved bytes of the default FastKAN against the reference and the MLP."""
-    fk = models.get("fastkan-gaussian", {})
-
-    def both(passes):
-        return passes["forward"].median_s + passes["backward"].median_s if {"forward", "backward"} <= set(passes) else None
-
-    t = both(fk)
-    if t is None:
-        return []
-    out = []
-    if ref in models and both(models[ref]):
-        out.append(ratio_phrase(t, both(models[ref]), "faster", "slower", ref))
-    if "mlp" in models and both(models["mlp"]):
-        out.append(f"{t / both(models['mlp']):.2f}x the mlp's time")
-    saved = fk["forward"].info.get("saved_bytes")
-    mlp_saved = models.get("mlp", {}).get("forward")
-    if saved is not None and mlp_saved is not None and mlp_saved.info.get("saved_bytes"):
-        out.append(f"keeps {saved / mlp_saved.info['saved_bytes']:.2f}x the mlp's bytes for backward")
-    return ["fastkan-gaussian forward + backward: " + ", ".join(out)] if out else []
-
-
-def render(run: Run, markdown: bool = False, only: list[str] | None = None, verbose: bool = False) -> str:
-    out = []
-    for (config, device, dtype, mode), models in group_runs([run], only).items():
-        any_rec = next(iter(next(iter(models.values())).values()))
-        title = (
-            f"{config} on {device} ({dtype}, {mode}): batch {any_rec.info.get('batch')}, "
-            f"layers {any_rec.info.get('layers')}, {any_rec.info.get('threads')} thread(s)"
-        )
-        header = ["", *COLUMNS]
-        rows = [[name, *cells] for name, cells in table_rows(models)]
-        note, lines = claims(models, verbose)
-        mem = (
-            "memory: CUDA peak max_memory_allocated of each phase"
-            if device == "cuda"
-            else "memory: forward = bytes saved for backward, backward = peak bytes allocated by the backward pass (both exact)"
-        )
-        why = explanations(models)
-        c_header, c_rows = compact(models) if not verbose else ([], [])
-        c_title = "time relative to the reference KAN and the MLP (lower is better; --verbose for sentences):"
-        if markdown:
-            out += [f"#### {title}", "", md_table(header, rows), "", f"Times are medians; {mem}; {note}.", ""]
-            out += [f"- {line}" for line in [*why, *lines]] + [""]
-            if c_rows:
-                out += [c_title, "", md_table(c_header, c_rows), ""]
-        else:
-            out += [title, text_table(header, rows), f"times are medians; {mem}; {note}", *why, *lines]
-            if c_rows:
-                out += [c_title, text_table(c_header, c_rows)]
-            out.append("")
-    source = f"from {run.describe()}"
-    out.insert(0, (f"_{source}_\n" if markdown else source + "\n"))
-    return "\n".join(out)
-
-
-# --- command line ------------------------------------------------------------
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m perf.report", description=__doc__.split("\n")[0])
+def _shared(plot: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
     p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="benchmark storage (default .benchmarks)")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    p.add_argument("--models", default=None, help="comma-separated models to show (default: all measured)")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="change of each case from run A to run B")
-    p.add_argument("--threshold", type=float, default=0.10, help="relative change flagged by --compare (0.10 = 10%%)")
-    p.add_argument("--normalize", metavar="MODEL", help="compare each case's time divided by MODEL's in the same run")
-    p.add_argument("--memory-threshold", type=float, default=MEMORY_THRESHOLD,
-                   help="relative memory growth flagged by --compare (default %(default)s; memory is exact)")
-    p.add_argument("--verbose", action="store_true",
-                   help="the seed's sentences for every basis; with --compare, also the changes within noise")
-    p.add_argument("--plot", type=Path, metavar="FILE", help="also draw the figures into FILE (.png or .svg)")
-    args = p.parse_args(argv)
-    if args.threshold <= 0:
-        p.error(f"--threshold must be positive, got {args.threshold}")
-    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
-        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
-    if args.compare and args.runs:
-        p.error("give either RUN ... or --compare A B, not both")
-    if args.normalize and not args.compare:
-        p.error("--normalize only applies to --compare")
-    return args
+    if plot:
+        p.add_argument("--plot", type=Path, metavar="FILE", help=f"also draw {plot} into FILE (.png or .svg)")
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m perf.report", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n")[2:]))
+    sub = p.add_subparsers(dest="report", metavar="REPORT")
+    for name, module in REPORTS.items():
+        one = sub.add_parser(name, parents=[_shared(module.PLOT)], help=(module.__doc__ or "").split("\n")[0])
+        module.add_arguments(one)
+    c = sub.add_parser("compare", help="change of each case from run A to run B, with 95%% intervals")
+    c.add_argument("a", metavar="A")
+    c.add_argument("b", metavar="B")
+    c.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="benchmark storage (default .benchmarks)")
+    c.add_argument("--threshold", type=float, default=0.10, help="relative change flagged (0.10 = 10%%)")
+    c.add_argument("--normalize", metavar="MODEL", help="compare each case's time divided by MODEL's in the same run")
+    c.add_argument("--memory-threshold", type=float, default=MEMORY_THRESHOLD,
+                   help="relative memory growth flagged (default %(default)s; memory is exact)")
+    c.add_argument("--verbose", action="store_true", help="also list the changes within noise")
+    return p
+
+
+def _legacy(argv: list[str]) -> list[str]:
+    """The forms before subcommands: ``[RUN ...]`` is ``table``, ``--compare A B`` is ``compare A B``."""
+    if "--compare" in argv:
+        i = argv.index("--compare")
+        return ["compare", *argv[:i], *argv[i + 1:]]
+    if not argv or argv[0] not in (*REPORTS, "compare", "-h", "--help"):
+        return ["table", *argv]
+    return argv
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bases"]:
-        from .bases import main as bases_main
-
-        return bases_main(argv[1:])
-    if argv[:1] == ["goals"]:
-        from .goals import main as goals_main
-
-        return goals_main(argv[1:])
-    if argv[:1] == ["accuracy"]:
-        from .accuracy_report import main as accuracy_main
-
-        return accuracy_main(argv[1:])
-    if argv[:1] == ["leaderboard"]:
-        from .leaderboard import main as leaderboard_main
-
-        return leaderboard_main(argv[1:])
-    args = parse_args(argv)
+    p = parser()
+    args = p.parse_args(_legacy(list(sys.argv[1:] if argv is None else argv)))
+    plot = getattr(args, "plot", None)
+    if plot is not None and plot.suffix not in (".png", ".svg"):
+        p.error(f"--plot needs a .png or .svg file name, got {plot}")
+    if args.report != "compare":
+        return REPORTS[args.report].run(args)
+    if args.threshold <= 0:
+        p.error(f"--threshold must be positive, got {args.threshold}")
     try:
-        if args.compare:
-            a, b = (load(resolve(spec, args.storage)) for spec in args.compare)
-            if args.normalize and not any(r.model == args.normalize for r in (*a.records.values(), *b.records.values())):
-                raise ReportError(f"--normalize {args.normalize}: no such model in either run")
-            text, regressed = compare(a, b, args.threshold, args.normalize, args.verbose, args.memory_threshold)
-            print(text)
-            return EXIT_REGRESSED if regressed else 0
-        runs = [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
-        only = [m.strip() for m in args.models.split(",")] if args.models else None
-        measured = {r.model for run in runs for r in run.records.values()}
-        unknown = [m for m in only or [] if m not in measured]
-        if unknown:
-            raise ReportError(f"--models: {', '.join(unknown)} not measured in the run(s); measured: {', '.join(sorted(measured))}")
-        if args.plot is not None:
-            from .plots import plot_runs
-
-            files = plot_runs(runs, args.plot, only)
-        for run in runs:
-            print(render(run, markdown=args.markdown, only=only, verbose=args.verbose))
-        if args.plot is not None:
-            print("figures: " + ", ".join(str(f) for f in files))
-        return 0
+        a, b = (load(resolve(spec, args.storage)) for spec in (args.a, args.b))
+        if args.normalize and not any(r.model == args.normalize for r in (*a.records.values(), *b.records.values())):
+            raise ReportError(f"--normalize {args.normalize}: no such model in either run")
+        text, regressed = compare(a, b, args.threshold, args.normalize, args.verbose, args.memory_threshold)
     except ReportError as e:
         print(f"perf.report: error: {e}", file=sys.stderr)
         return 2
+    print(text)
+    return EXIT_REGRESSED if regressed else 0
 
 
 if __name__ == "__main__":

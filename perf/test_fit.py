@@ -2,11 +2,12 @@
 
 import functools
 
-from fastkan.approx import best_width, bspline_fit_error
-from perf.cases import models
 import pytest
 
-from perf.fit import FIT_SETTINGS, build, fit
+from fastkan.approx import best_width, bspline_fit_error
+from perf.matrix.fit import FIT_SETTINGS, build, fit
+from perf.matrix.models import models
+from perf.storage import schema
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,19 +23,20 @@ def test_fit(benchmark, fit_case, perf_fit, perf_threads):
     case = fit_case
     settings = FIT_SETTINGS[perf_fit]
     benchmark.group = f"fit-{case.task}: seconds of training (RMSE: python -m perf.report bases)"
-    basis = models()[case.model].basis
-    info = benchmark.extra_info
-    info.update(model=case.model, basis=basis, config=f"fit-{case.task}", device="cpu", dtype="float32",
+    spec = models()[case.model]
+    basis = spec.basis
+    info = dict(model=case.model, group=spec.group, basis=basis, config=f"fit-{case.task}", device="cpu", dtype="float32",
                 mode="eager", threads=perf_threads, hidden=settings.hidden, fit_settings=perf_fit,
                 **{"pass": "fit"})
     if case.model.startswith("fastkan-"):
         info.update(approximation(basis))
     # One round: the time is that of the whole training, the point is its accuracy.
-    if models()[case.model].peer is not None:
+    if spec.peer is not None:
         try:  # a peer that cannot train here is a skip, never a failure
             build(case.model, settings)
         except Exception as e:
             pytest.skip(f"{case.model} cannot train fit-{case.task}: {type(e).__name__}: {e}"[:300])
     result = benchmark.pedantic(fit, args=(case.model, case.task, settings), rounds=1, iterations=1)
     info.update(result)
+    benchmark.extra_info.update(schema.record("fit", **info))
     assert result["rmse_mean"] == result["rmse_mean"], "training diverged (nan RMSE)"

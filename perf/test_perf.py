@@ -6,12 +6,15 @@ import time
 
 import pytest
 
-from fastkan.peers import PEERS
-from perf.cases import CONFIGS, Setup, models
-from perf.gradcheck import check_model
-from perf.measure import measure
-from perf.probe import VERSION as PROBE_VERSION
-from perf.probe import probe
+from perf.matrix.peers import PEERS
+from perf.matrix.cases import Setup
+from perf.matrix.configs import CONFIGS
+from perf.matrix.models import models
+from perf.measure.gradcheck import check_model
+from perf.measure.memory import measure
+from perf.measure.probe import VERSION as PROBE_VERSION
+from perf.measure.probe import probe
+from perf.storage import schema
 
 
 def _timed(prepare, run) -> float:
@@ -56,9 +59,10 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
             pytest.skip(f"{case.model} cannot run {case.config}/{case.dtype}/{case.mode}: {type(e).__name__}: {e}"[:300])
     cfg = CONFIGS[case.config]
     params, trainable = setup.num_params()
-    benchmark.extra_info.update(
+    info = dict(
         model=case.model,
-        basis=models()[case.model].basis,
+        group=spec.group,
+        basis=spec.basis,
         config=case.config,
         device=case.device,
         **{"pass": case.pass_},
@@ -74,9 +78,9 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     )
     if spec.peer is not None:
         peer = PEERS[spec.peer]
-        benchmark.extra_info.update(peer_version=peer.version(), compiles_itself=peer.compiles)
+        info.update(peer_version=peer.version(), compiles_itself=peer.compiles)
     # The untimed memory pass doubles as the first warm-up round.
-    benchmark.extra_info.update(measure(setup))
+    info.update(measure(setup))
     prepare, run = setup.pass_fns()
 
     reference_times, probe_times = [], []
@@ -93,13 +97,14 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     if data:
         # Each timed round is preceded by its own probe (and reference) run: pair them up.
         probes = probe_times[-len(data):]
-        benchmark.extra_info.update(probe_version=PROBE_VERSION, probe_median_s=statistics.median(probes),
+        info.update(probe_version=PROBE_VERSION, probe_median_s=statistics.median(probes),
                                     probe_ratios=[c / p for c, p in zip(data, probes)])
     if reference_times:
         paired = [c / r for c, r in zip(data, reference_times[-len(data):]) if r > 0] if data else []
-        benchmark.extra_info.update(
+        info.update(
             reference_model=perf_reference,
             reference_median_s=statistics.median(reference_times[-len(data):] if data else reference_times),
             reference_ratio=statistics.median(paired) if paired else None,
             reference_ratios=paired,  # every round's ratio: the comparisons bootstrap them
         )
+    benchmark.extra_info.update(schema.record("speed", **info))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from perf.accuracy import ACCURACY_SETTINGS, REFERENCE, TASKS, build, evaluate, hidden, split
+from perf.matrix.accuracy import ACCURACY_SETTINGS, REFERENCE, TASKS, build, evaluate, hidden, split
 from perf.report import main
 from test_report import MACHINE, bench
 
@@ -33,7 +33,7 @@ def test_every_task_loads_standardised_and_finite(task):
 
 
 def test_feynman_formulas_are_the_papers():
-    from perf.accuracy import _sinc2
+    from perf.matrix.accuracy import _sinc2
 
     a = torch.tensor([0.0, 1.0, 2.5])
     torch.testing.assert_close(_sinc2(a), torch.where(a == 0, torch.ones(()), torch.sin(a) ** 2 / a**2))

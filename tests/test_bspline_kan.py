@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastkan import BSplineKAN, BSplineKANLinear, RadialBasis
-from fastkan.peers import PEERS
+from perf.matrix.peers import PEERS
 
 EFFICIENT_KAN_INSTALL = PEERS["efficient-kan"].install
 
@@ -84,7 +84,7 @@ def test_efficient_kan_same_seed_same_weights():
 def test_efficient_kan_says_how_to_install(monkeypatch):
     import sys
 
-    from fastkan import peers
+    from perf.matrix import peers
 
     peers._module.cache_clear()
     monkeypatch.setitem(sys.modules, "efficient_kan", None)  # None makes the import fail

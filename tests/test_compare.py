@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from perf import stats
+from perf.stats import bootstrap as stats
 from perf.gate import main as gate
 from perf.report import main
 from test_report import MACHINE, bench
@@ -191,7 +191,7 @@ def test_format_of_a_change():
 
 def test_noise_judge_counts_false_alarms_planted_slowdowns_and_memory(tmp_path):
     from perf.noise import MEMORY_CASE, judge, plant_memory
-    from perf.runs import load
+    from perf.storage.runs import load
 
     probe = rounds(0.1, seed=7, spread=0.02)
     base = load(write(tmp_path / "base.json", field(0, noise=0.02), probe=probe))

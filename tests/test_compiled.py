@@ -115,7 +115,7 @@ def test_each_thread_count_gets_its_own_kernels():
 
 def test_compiled_backward_writes_no_basis():
     # One kernel for both gradients kept the whole (N, G, in) basis in a buffer; two kernels write none.
-    from perf.measure import cpu_peak_alloc_bytes
+    from perf.measure.memory import cpu_peak_alloc_bytes
 
     layer = FastKANLayer(500, 1)
     x = torch.randn(64, 500, requires_grad=True)

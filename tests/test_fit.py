@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from perf.bases import front
-from perf.cases import models
-from perf.fit import FIT_SETTINGS, TASKS, build, data, fit
+from perf.reports.bases import front
+from perf.matrix.models import models
+from perf.matrix.fit import FIT_SETTINGS, TASKS, build, data, fit
 from perf.report import main
 
 SMOKE = FIT_SETTINGS["smoke"]

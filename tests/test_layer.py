@@ -524,7 +524,7 @@ def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_c
 
 def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
     import fastkan.fused as fused
-    from perf.measure import saved_tensor_bytes
+    from perf.measure.memory import saved_tensor_bytes
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)
     torch.manual_seed(0)
@@ -544,7 +544,7 @@ def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
 def test_the_small_node_keeps_the_basis_derivative_only_for_an_input_gradient(monkeypatch, basis):
     import fastkan.fused as fused
-    from perf.measure import saved_tensor_bytes
+    from perf.measure.memory import saved_tensor_bytes
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 1 << 40)
     layer = FastKANLayer(50, 3, basis=basis, layernorm_affine=False)
@@ -556,7 +556,7 @@ def test_the_small_node_keeps_the_basis_derivative_only_for_an_input_gradient(mo
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
 def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(monkeypatch, basis):
     import fastkan.fused as fused
-    from perf.measure import saved_tensor_bytes
+    from perf.measure.memory import saved_tensor_bytes
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 0)

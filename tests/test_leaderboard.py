@@ -81,7 +81,7 @@ def test_markdown_and_configs(tmp_path, capsys):
 
 def test_plot_has_full_names_sorted_fastest_on_top(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (the plot extra)")
-    from perf import plots
+    from perf.reports import plots
 
     seen = []
     real_save = plots.save_figure

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import fastkan
-from fastkan import peers
-from fastkan.peers import PEERS, PeerUnavailable
-from perf.gradcheck import TOLERANCE, check_model, gradient_error, verdict
+from perf.matrix import peers
+from perf.matrix.peers import PEERS, PeerUnavailable
+from perf.measure.gradcheck import TOLERANCE, check_model, gradient_error, verdict
 
 
 @pytest.fixture

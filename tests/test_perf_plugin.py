@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from fastkan import BASES
-from perf.cases import CONFIGS, PASSES, Setup, Case, models
+from perf.matrix.cases import Case, Setup
+from perf.matrix.configs import CONFIGS, PASSES
+from perf.matrix.models import models
 from perf.plugin import MALLOC, pin_malloc
 
 pytest_plugins = ["pytester"]
@@ -56,7 +58,7 @@ def test_matrix_is_complete(suite):
 
 def test_reference_models_are_the_layers_they_name():
     table, cfg = models(), CONFIGS["mnist"]
-    plain, lean, bare = (table[m].build(cfg) for m in ("plain-fastkan", "lean-fastkan", "bare-fastkan"))
+    plain, lean, bare = (table[m].build(cfg.shape) for m in ("plain-fastkan", "lean-fastkan", "bare-fastkan"))
     assert all(not layer.fused for layer in plain.layers)
     assert all(layer.layernorm is not None and not layer.layernorm.elementwise_affine for layer in lean.layers)
     assert all(layer.layernorm is None for layer in bare.layers)
@@ -198,7 +200,7 @@ def test_cuda_device_without_cuda_says_so(suite):
 
 
 def test_fit_cases_cover_every_model_and_task(suite):
-    from perf.fit import TASKS
+    from perf.matrix.fit import TASKS
 
     suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
     result = suite.runpytest("--collect-only", "-q", "test_fitting.py")

@@ -112,7 +112,7 @@ def test_cuda_layer_takes_the_triton_path_and_matches_the_reference(basis):
 
 def test_cuda_peak_memory_resets_then_reads_the_peak_around_the_pass(monkeypatch):
     """perf.measure.cuda_peak_bytes with the CUDA calls substituted: sync, reset, run, sync, read."""
-    from perf import measure
+    from perf.measure import memory as measure
 
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))

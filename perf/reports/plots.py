@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .tables import group_runs
-from .runs import ReportError, Run
+from perf.reports.tables import group_runs
+from perf.storage.runs import ReportError, Run
 
 
 def pyplot():

@@ -83,13 +83,13 @@ def check_model(name: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _check_model(name: str) -> tuple:
-    from .cases import Config, models
+    from perf.matrix.configs import Shape
+    from perf.matrix.models import models
 
     spec = models()[name]
-    cfg = Config(batch=CHECK_BATCH, layers=CHECK_LAYERS)
     try:
         torch.manual_seed(0)
-        model = spec.build(cfg).double()
+        model = spec.build(Shape(CHECK_LAYERS)).double()
         x = (torch.rand(CHECK_BATCH, CHECK_LAYERS[0], generator=torch.Generator().manual_seed(1),
                         dtype=torch.float64) * 2 - 1) * 0.9
         err, where = gradient_error(model, x)

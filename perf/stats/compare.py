@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .runs import Record, ReportError, Run
-from .stats import TooFewRounds, change, fmt_change, normalised_change
-from .tables import text_table
+from perf.storage.runs import Record, ReportError, Run
+from perf.stats.bootstrap import TooFewRounds, change, fmt_change, normalised_change
+from perf.reports.tables import text_table
 
 REGRESSED, IMPROVED, NOISE = "regressed", "improved", "within noise"
 #: memory is exact, so any growth beyond allocator slack is real
@@ -63,7 +63,7 @@ def _over_probe(a: Record, b: Record) -> tuple[float, float, float] | None:
 
 def time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, normalize: str | None) -> Change | None:
     """The timed change of one case; None where time is not compared (the reference itself, fit cases)."""
-    if a.pass_ == "fit" or (normalize and a.model == normalize):
+    if a.kind != "speed" or (normalize and a.model == normalize):
         return None
     try:
         if normalize:

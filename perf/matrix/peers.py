@@ -94,6 +94,7 @@ class Peer:
     min_basis: int = 2  # fewest basis functions per edge its API accepts
     to: Callable[[nn.Module, torch.device, torch.dtype], nn.Module] | None = None
     note: str = ""
+    requires: tuple[str, ...] = ()  # its PyPI packages, all of them (the `peers` extra holds each)
 
     def module(self) -> ModuleType:
         """The imported peer; PeerUnavailable with the real error and the install hint if it cannot be imported."""
@@ -172,14 +173,15 @@ PEERS: dict[str, Peer] = {
              note="its own backward scales the input gradient by 1/h (0.5x at its defaults)"),
         Peer("pykan", _import("kan"),
              lambda m, layers, g: m.KAN(width=layers, grid=g - 3, k=3, seed=0, auto_save=False, device="cpu"),
-             install="`pip install pykan pyyaml pandas` (pykan 0.2.8 imports yaml and pandas without declaring them)",
-             distribution="pykan", small_only=True, float32_only=True, min_basis=4, to=_pykan_to),
+             install="`pip install pykan pyyaml pandas tqdm` (pykan 0.2.8 imports yaml, pandas and tqdm without "
+                     "declaring them)",
+             requires=("pykan", "pyyaml", "pandas", "tqdm"), distribution="pykan", small_only=True, float32_only=True, min_basis=4, to=_pykan_to),
         Peer("flashkan", _import("flashkan"),
              lambda m, layers, g: m.KANNetwork(layers, grid_size=g - 3, spline_order=3),
-             install="`pip install flashkan`", distribution="flashkan", compiles=True, min_basis=4),
+             install="`pip install flashkan`", requires=("flashkan",), distribution="flashkan", compiles=True, min_basis=4),
         Peer("inkan", _import("inkan"),
              lambda m, layers, g: m.KANNetwork(layers, grid_size=g - 3, spline_order=3),
-             install="`pip install inkan`", distribution="inkan", compiles=True, min_basis=4),
+             install="`pip install inkan`", requires=("inkan",), distribution="inkan", compiles=True, min_basis=4),
         Peer("chebykan", _from_checkout("CHEBYKAN_PATH", "ChebyKANLayer.py", "_peer_chebykan"), _cheby,
              install="not packaged: `git clone https://github.com/SynodicMonth/ChebyKAN` and set CHEBYKAN_PATH "
                      "to the checkout", checkout_variable="CHEBYKAN_PATH"),

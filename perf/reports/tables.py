@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from .runs import DEFAULT_STORAGE, Record, Run, load, resolve
+from perf.storage.runs import Record, Run, load, resolve
 
-SPEED_PASSES = ("forward", "backward", "train-step")
+OURS = ("fastkan", "reference")  # the model groups (perf/matrix/models.py) this package ships
 
 
-# The Gaussian FastKAN built or evaluated otherwise, timed beside the fastkan-<basis> models
-# (perf/cases.py): reports count them as this package's.
-FASTKAN_VARIANTS = ("lean-fastkan", "bare-fastkan", "plain-fastkan")
+def is_ours(group: str) -> bool:
+    """A model of this package: a FastKAN (any basis or variant) or our B-spline KAN."""
+    return group in OURS
 
 
 def model_order(model: str) -> tuple[bool, str]:
@@ -29,7 +28,7 @@ def group_runs(runs: list[Run], only: list[str] | None = None) -> dict[tuple, di
     groups: dict[tuple, dict[str, dict[str, Record]]] = defaultdict(lambda: defaultdict(dict))
     for run in runs:
         for rec in run.records.values():
-            if rec.pass_ in SPEED_PASSES and (not only or rec.model in only):
+            if rec.kind == "speed" and (not only or rec.model in only):
                 groups[rec.group][rec.model][rec.pass_] = rec
     return dict(sorted(groups.items()))
 
@@ -54,23 +53,6 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def report_parser(name: str, doc: str, plot_help: str) -> argparse.ArgumentParser:
-    """The arguments every ``python -m perf.report NAME`` shares: runs, storage, Markdown, a figure."""
-    p = argparse.ArgumentParser(prog=f"python -m perf.report {name}", description=doc.split("\n")[0])
-    p.add_argument("runs", nargs="*", metavar="RUN", help="JSON file, storage folder, or run number/id")
-    p.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="benchmark storage (default .benchmarks)")
-    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    p.add_argument("--plot", type=Path, metavar="FILE", help=f"{plot_help} (.png or .svg)")
-    return p
-
-
-def parse_report_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
-    args = p.parse_args(argv)
-    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
-        p.error(f"--plot needs a .png or .svg file name, got {args.plot}")
-    return args
-
-
-def load_runs(args: argparse.Namespace) -> list[Run]:
+def load_runs(args) -> list[Run]:
     """The runs named on the command line, or the latest saved one (ReportError if none)."""
     return [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]

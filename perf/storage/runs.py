@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.storage import schema
+
 DEFAULT_STORAGE = Path(".benchmarks")
 _RUN_FILE = re.compile(r"^\d{4}_.*\.json$")
 
@@ -32,7 +34,18 @@ class Record:
 
     @property
     def group(self) -> tuple[str, str, str, str]:
+        """What a table groups cases by: configuration, device, dtype, mode."""
         return self.config, self.device, self.dtype, self.mode
+
+    @property
+    def kind(self) -> str:
+        """speed, fit or accuracy (perf.storage.schema)."""
+        return schema.kind_of(self.info)
+
+    @property
+    def model_group(self) -> str:
+        """fastkan, reference, baseline, peer or user (perf.matrix.models)."""
+        return schema.group_of(self.model, self.info)
 
     @property
     def memory(self) -> float | None:
@@ -118,6 +131,9 @@ def load(path: Path) -> Run:
         stats = bench.get("stats") if isinstance(bench, dict) else None
         if not all(k in info for k in ("model", "config", "device", "pass")):
             continue  # a benchmark of something other than the fastkan suite
+        problem = schema.check(info)
+        if problem:
+            raise ReportError(f"{path}: benchmark {bench.get('name', '?')!r}: {problem}")
         if not isinstance(stats, dict) or not isinstance(stats.get("median"), (int, float)):
             raise ReportError(f"{path}: benchmark {bench.get('name', '?')!r} has no median time")
         rec = Record(

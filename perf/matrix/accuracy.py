@@ -27,9 +27,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from fastkan import MLP, BSplineKAN, FastKAN, FastKANLayer
-from fastkan.mlp import matched_hidden
-from fastkan.peers import PEERS
+from perf.matrix.configs import Shape
+from perf.matrix.models import models
 
 SPLIT_SEED = 0  # the train/validation/test split is fixed; model seeds vary
 REFERENCE = "fastkan-gaussian"  # the equal-time budget is the time this model needs for the step budget
@@ -166,23 +165,12 @@ def hidden(inputs: int, width: int) -> int:
 
 
 def build(model: str, inputs: int, outputs: int, width: int = 1) -> nn.Module:
-    """The model named as in the speed matrix, for this task's sizes; the MLP matched to the default FastKAN."""
-    layers = [inputs, hidden(inputs, width), outputs]
-    if model.startswith("fastkan-") or model == "lean-fastkan":
-        basis = "gaussian" if model == "lean-fastkan" else model.removeprefix("fastkan-")
-        # Standardised inputs are on the grid already; LayerNorm across a few features would
-        # discard their absolute values. Hidden layers keep it, as fast-kan does.
-        first = FastKANLayer(inputs, layers[1], basis=basis, use_layernorm=False)
-        rest = FastKAN(layers[1:], basis=basis, layernorm_affine=model != "lean-fastkan")
-        return nn.Sequential(first, *rest.layers)
-    if model == "bspline":
-        return BSplineKAN(layers)
-    if model == "mlp":
-        budget = sum(p.numel() for p in build("fastkan-gaussian", inputs, outputs, width).parameters() if p.requires_grad)
-        return MLP([inputs, matched_hidden(inputs, outputs, budget), outputs])
-    if model in PEERS:
-        return PEERS[model].model(layers, 8)
-    raise ValueError(f"no accuracy recipe for model {model!r}")
+    """The registry's model ``model`` for this task's sizes; the MLP matched to the default FastKAN.
+
+    Standardised inputs are on the grid already; LayerNorm across a few features would discard their
+    absolute values, so our first layer has none. Hidden layers keep it, as fast-kan does.
+    """
+    return models()[model].build(Shape((inputs, hidden(inputs, width), outputs), first={"use_layernorm": False}))
 
 
 def _loss(task: Task, out: Tensor, y: Tensor) -> Tensor:

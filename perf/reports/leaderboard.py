@@ -11,16 +11,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .gradcheck import TOLERANCE
-from .runs import Record, ReportError, Run
-from .tables import (FASTKAN_VARIANTS, fmt_bytes, group_runs, load_runs, md_table, parse_report_args,
-                     report_parser, text_table)
-
-OURS = ("fastkan-", *FASTKAN_VARIANTS, "bspline")
-
-
-def is_ours(model: str) -> bool:
-    return model.startswith(OURS)
+from perf.measure.gradcheck import TOLERANCE
+from perf.storage.runs import Record, ReportError, Run
+from perf.reports.tables import fmt_bytes, group_runs, is_ours, load_runs, md_table, text_table
 
 
 @dataclass
@@ -34,6 +27,7 @@ class Row:
     grad_note: str | None
     fit_rmse: float | None
     peer_version: str | None
+    group: str = "user"
 
     @property
     def gradients(self) -> str:
@@ -52,7 +46,7 @@ def fit_rmse(runs: list[Run]) -> tuple[dict[str, float], list[str]]:
     per_model: dict[str, dict[str, float]] = {}
     for run in runs:
         for rec in run.records.values():
-            if rec.pass_ == "fit" and rec.info.get("rmse_mean"):
+            if rec.kind == "fit" and rec.info.get("rmse_mean"):
                 per_model.setdefault(rec.model, {})[rec.info["task"]] = rec.info["rmse_mean"]
     if not per_model:
         return {}, []
@@ -70,7 +64,8 @@ def rows(models: dict[str, dict[str, Record]], rmse: dict[str, float]) -> list[R
             continue
         f, b = passes["forward"], passes["backward"]
         out.append(Row(model, f.median_s, b.median_s, f.info.get("saved_bytes"), f.info.get("params"),
-                       f.info.get("grad_rel_err"), f.info.get("grad_note"), rmse.get(model), f.info.get("peer_version")))
+                       f.info.get("grad_rel_err"), f.info.get("grad_note"), rmse.get(model), f.info.get("peer_version"),
+                       f.model_group))
     return sorted(out, key=lambda r: r.total_s)
 
 
@@ -96,8 +91,8 @@ def table(board: list[Row]) -> tuple[list[str], list[list[str]]]:
 def summary(board: list[Row]) -> str:
     """Who is fastest, and our best model's margin over the fastest peer."""
     kans = [r for r in board if r.model != "mlp"]
-    ours = [r for r in kans if is_ours(r.model)]
-    peers = [r for r in kans if not is_ours(r.model)]
+    ours = [r for r in kans if is_ours(r.group)]
+    peers = [r for r in kans if not is_ours(r.group)]
     if not kans:
         return "no KAN measured"
     line = f"fastest KAN: {kans[0].model}"
@@ -111,7 +106,7 @@ def summary(board: list[Row]) -> str:
 
 
 def plot(groups: dict[tuple, list[Row]], path: Path) -> Path:
-    from .plots import log_axis, pyplot, save_figure
+    from perf.reports.plots import log_axis, pyplot, save_figure
 
     plt = pyplot()
     n = len(groups)
@@ -120,7 +115,7 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> Path:
     fig.suptitle("forward + backward time per step (lower is better)")
     for ax, (group, board) in zip(axes[:, 0], groups.items()):
         board = board[::-1]  # fastest at the top
-        colours = ["tab:blue" if is_ours(r.model) else "tab:gray" if r.model == "mlp" else "tab:orange"
+        colours = ["tab:blue" if is_ours(r.group) else "tab:gray" if r.model == "mlp" else "tab:orange"
                    for r in board]
         ys = range(len(board))
         totals = [r.total_s * 1e3 for r in board]
@@ -142,10 +137,14 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> Path:
     return path
 
 
-def main(argv) -> int:
-    p = report_parser("leaderboard", __doc__, "one horizontal bar chart per configuration")
+PLOT = "one horizontal bar chart per configuration"
+
+
+def add_arguments(p) -> None:
     p.add_argument("--configs", default=None, help="comma-separated configurations to show (default: all measured)")
-    args = parse_report_args(p, argv)
+
+
+def run(args) -> int:
     try:
         runs = load_runs(args)
         rmse, tasks = fit_rmse(runs)
@@ -179,7 +178,7 @@ def main(argv) -> int:
              "gradients: float64 gradients of inputs and every trainable parameter against central differences "
              "(perf/gradcheck.py); WRONG (max relative error) above 1e-4",
              "peers show their version (PyPI) or commit (checkout); "
-             f"fastkan-*, {', '.join(FASTKAN_VARIANTS)} and bspline are this package's"]
+             "fastkan-*, lean-, bare- and plain-fastkan and bspline are this package's (perf/matrix/models.py)"]
     if tasks:
         notes.append(f"fit RMSE: geometric mean of the test RMSE over the fit tasks {', '.join(tasks)} "
                      "(pytest perf --perf-fit=quick)")

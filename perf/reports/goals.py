@@ -15,10 +15,9 @@ import statistics
 import sys
 from collections import Counter
 
-from .runs import Record, ReportError, load, resolve
-from .tables import group_runs, md_table, parse_report_args, report_parser, text_table
+from perf.storage.runs import Record, ReportError, load, resolve
+from perf.reports.tables import group_runs, md_table, text_table
 
-PEERS = ("fast-kan", "faster-kan", "efficient-kan", "flashkan", "inkan", "chebykan", "pykan")
 
 
 def forward_backward(passes: dict[str, Record]) -> float | None:
@@ -39,8 +38,8 @@ def ratios(plain: dict, lean: dict) -> dict[tuple, tuple[str | None, list[float 
     for group in set(plain) & set(lean):
         p, q = plain[group], lean[group]
         r = {m: forward_backward(p[m]) for m in ("fastkan-gaussian", "lean-fastkan", "mlp") if m in p}
-        s = {m: forward_backward(q[m]) for m in (*PEERS, "fastkan-gaussian", "bare-fastkan") if m in q}
-        peers = {m: v for m, v in s.items() if m in PEERS and v}
+        s = {m: forward_backward(passes) for m, passes in q.items()}
+        peers = {m: v for m, v in s.items() if v and next(iter(q[m].values())).model_group == "peer"}
         fastest = min(peers, key=peers.get) if peers else None
         g = s.get("fastkan-gaussian")
         out[group] = (fastest, [r.get("fastkan-gaussian"), _divide(g, peers.get("fast-kan")),
@@ -86,11 +85,15 @@ HEADER = ["config", "default / plain-fastkan", "default / fast-kan", "default / 
           "lean-fastkan / fastest peer", "bare-fastkan / fastest peer", "default / MLP", "lean-fastkan / MLP"]
 
 
-def main(argv) -> int:
-    p = report_parser("goals", __doc__, "(no figure)")
+PLOT = None  # no figure
+
+
+def add_arguments(p) -> None:
     p.add_argument("--also", action="append", default=[], metavar="RUN",
                    help="a later run for the first group (one pair of runs only)")
-    args = parse_report_args(p, argv)
+
+
+def run(args) -> int:
     try:
         if not args.runs or len(args.runs) % 2:
             raise ReportError("give pairs of runs: PLAIN_RUN (--perf-reference=plain-fastkan) then LEAN_RUN "

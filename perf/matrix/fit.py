@@ -16,9 +16,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from fastkan import MLP, BSplineKAN, FastKANLayer
-from fastkan.mlp import matched_hidden
-from fastkan.peers import PEERS
+from perf.matrix.configs import Shape
+from perf.matrix.models import models, trainable
 
 TASKS: dict[str, Callable[[Tensor], Tensor]] = {
     # The seed's benchmark target.
@@ -59,46 +58,30 @@ class FitCase:
         return f"{self.model}/fit-{self.task}/cpu/fit"
 
 
-def fastkan_model(basis: str, settings: FitSettings, layernorm_affine: bool = True) -> nn.Module:
-    """FastKAN [2, hidden, 1] for inputs in [-1, 1].
+def shape(settings: FitSettings, width: int | None = None) -> Shape:
+    """[2, width, 1] (default: ``settings.hidden``) for inputs in [-1, 1].
 
-    LayerNorm over two inputs keeps little more than the sign of their
-    difference, so the first layer puts its grid on the data's range instead;
-    the hidden layer keeps fast-kan's LayerNorm.
+    LayerNorm over two inputs keeps little more than the sign of their difference, so the first
+    layer puts its grid on the data's range instead; the hidden layer keeps fast-kan's LayerNorm.
     """
-    return nn.Sequential(
-        FastKANLayer(2, settings.hidden, grid_min=-1.0, grid_max=1.0, use_layernorm=False, basis=basis),
-        FastKANLayer(settings.hidden, 1, basis=basis, layernorm_affine=layernorm_affine),
-    )
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _kan(model: str, width: int) -> nn.Module:
-    if model == "bspline":
-        return BSplineKAN([2, width, 1])
-    # A peer as its users set it up: its own defaults, 8 basis functions per edge like FastKAN's.
-    return PEERS[model].model([2, width, 1], 8)
+    return Shape((2, width or settings.hidden, 1), first={"use_layernorm": False, "grid_min": -1.0, "grid_max": 1.0})
 
 
 def build(model: str, settings: FitSettings) -> nn.Module:
-    """The model named as in the speed matrix, sized for the fit tasks."""
-    if model.startswith("fastkan-"):
-        return fastkan_model(model[len("fastkan-"):], settings)
-    if model == "lean-fastkan":
-        return fastkan_model("gaussian", settings, layernorm_affine=False)
-    budget = _count(fastkan_model("gaussian", settings))
-    if model == "mlp":
-        return MLP([2, matched_hidden(2, 1, budget), 1])
-    if model != "bspline" and model not in PEERS:
-        raise ValueError(f"no fit recipe for model {model!r}")
+    """The registry's model ``model`` sized for the fit tasks: about the default FastKAN's trainable parameters.
+
+    Our FastKAN variants and the MLP take ``settings.hidden`` (the MLP matched in parameters); a B-spline
+    KAN or a peer, whose parameters grow otherwise with the width, gets the width closest to that budget.
+    """
+    spec = models()[model]
+    if spec.group in ("fastkan", "baseline"):
+        return spec.build(shape(settings))
+    budget = trainable(build("fastkan-gaussian", settings))
     # Parameters of [2, width, 1] grow linearly in width: match the budget from two widths
     # (2 and 3: fast-kan refuses LayerNorm over a single hidden unit).
     with torch.random.fork_rng():  # the sizing models must not move the seed of the model trained
-        p2, p3 = _count(_kan(model, 2)), _count(_kan(model, 3))
-    return _kan(model, max(2, round(2 + (budget - p2) / (p3 - p2))))
+        p2, p3 = trainable(spec.build(shape(settings, 2))), trainable(spec.build(shape(settings, 3)))
+    return spec.build(shape(settings, max(2, round(2 + (budget - p2) / (p3 - p2)))))
 
 
 def data(task: str, n: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .leaderboard import is_ours
-from .runs import ReportError, Run
-from .tables import load_runs, md_table, parse_report_args, report_parser, text_table
+from perf.storage.runs import ReportError, Run
+from perf.reports.tables import is_ours, load_runs, md_table, text_table
+from perf.storage.schema import group_of
 
 
 def collect(runs: list[Run]) -> dict[tuple[str, int], dict[str, dict]]:
@@ -18,7 +18,7 @@ def collect(runs: list[Run]) -> dict[tuple[str, int], dict[str, dict]]:
     out: dict[tuple[str, int], dict[str, dict]] = {}
     for run in runs:
         for rec in run.records.values():
-            if rec.config.startswith("acc-") and "equal_time_mean" in rec.info:
+            if rec.kind == "accuracy":
                 out.setdefault((rec.info["task"], rec.info.get("width", 1)), {})[rec.model] = rec.info
     if not out:
         raise ReportError(f"{runs[0].path}: no accuracy cases (run `pytest perf --perf-accuracy=quick` or full)")
@@ -57,14 +57,14 @@ def verdict(task: str, models: dict[str, dict]) -> str:
         line += f" (the MLP beats every KAN here); best KAN: {kans[0]}"
     elif kans:
         line += f"; best KAN: {kans[0]}"
-    ours = [m for m in kans if is_ours(m)]
+    ours = [m for m in kans if is_ours(group_of(m, models[m]))]
     if ours and ours[0] != kans[0]:
         line += f"; best of ours: {ours[0]}"
     return line
 
 
 def plot(groups: dict[tuple[str, int], dict[str, dict]], path: Path) -> Path:
-    from .plots import log_axis, pyplot
+    from perf.reports.plots import log_axis, pyplot
 
     plt = pyplot()
     n = len(groups)
@@ -73,18 +73,20 @@ def plot(groups: dict[tuple[str, int], dict[str, dict]], path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4 * rows + 0.8), squeeze=False)
     fig.suptitle("test metric at equal training time against time per step (left is faster)")
     names = sorted({m for models in groups.values() for m in models})
+    group = {m: group_of(m, info) for models in groups.values() for m, info in models.items()}
+    marker = {m: "o" if is_ours(group[m]) else "^" if group[m] == "baseline" else "s" for m in names}
     colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(names)}
     for ax, ((task, width), models) in zip(axes.flat, groups.items()):
         for m, info in models.items():
             ax.scatter(info["time_per_step_s"] * 1e3, info["equal_time_mean"], color=colours[m], s=30,
-                       marker="o" if is_ours(m) else "s" if m != "mlp" else "^")
+                       marker=marker[m])
         metric = next(iter(models.values()))["metric"]
         better = "higher" if next(iter(models.values()))["higher_is_better"] else "lower"
         ax.set_title(task + ("" if width == 1 else f" (x{width} wide)"), fontsize=9)
         ax.set_xlabel("time per training step, ms (log scale)")
         ax.set_ylabel(f"test {metric} ({better} is better)")
         log_axis(ax, "x")
-    handles = [plt.Line2D([], [], linestyle="", marker="o" if is_ours(m) else "s" if m != "mlp" else "^",
+    handles = [plt.Line2D([], [], linestyle="", marker=marker[m],
                           color=colours[m], label=m) for m in names]
     spare = list(axes.flat[n:])
     for ax in spare:
@@ -102,9 +104,14 @@ def plot(groups: dict[tuple[str, int], dict[str, dict]], path: Path) -> Path:
     return path
 
 
-def main(argv) -> int:
-    p = report_parser("accuracy", __doc__, "metric against time per step, one panel per task")
-    args = parse_report_args(p, argv)
+PLOT = "metric against time per step, one panel per task"
+
+
+def add_arguments(p) -> None:
+    """No options beyond the shared ones."""
+
+
+def run(args) -> int:
     try:
         runs = load_runs(args)
         groups = collect(runs)

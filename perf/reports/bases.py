@@ -6,8 +6,8 @@ import math
 import statistics
 from pathlib import Path
 
-from .tables import load_runs, md_table, model_order, parse_report_args, report_parser, text_table
-from .runs import ReportError, Run
+from perf.reports.tables import load_runs, md_table, model_order, text_table
+from perf.storage.runs import ReportError, Run
 
 SPEED_CONFIGS = ("mnist", "seed-300k", "kanbench-10m", "tiny")
 
@@ -18,7 +18,7 @@ def collect(runs: list[Run], config: str | None):
     for run in runs:
         for rec in run.records.values():
             row = rows.setdefault(rec.model, {"fit": {}})
-            if rec.pass_ == "fit":
+            if rec.kind == "fit":
                 row["fit"][rec.info["task"]] = rec.info
                 if "approx_rel_l2" in rec.info:
                     row["approx"] = rec.info
@@ -95,7 +95,7 @@ def front(points):
 
 
 def plot(points, path: Path) -> Path:
-    from .plots import log_axis, pyplot, save_figure
+    from perf.reports.plots import log_axis, pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
@@ -118,12 +118,16 @@ def plot(points, path: Path) -> Path:
     return path
 
 
-def main(argv) -> int:
+PLOT = "the speed-versus-accuracy Pareto front"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", default=None, help=f"configuration of the speed columns (default: first of {SPEED_CONFIGS})")
+
+
+def run(args) -> int:
     import sys
 
-    p = report_parser("bases", __doc__, "the speed-versus-accuracy Pareto front")
-    p.add_argument("--config", default=None, help=f"configuration of the speed columns (default: first of {SPEED_CONFIGS})")
-    args = parse_report_args(p, argv)
     try:
         runs = load_runs(args)
         rows, chosen = collect(runs, args.config)

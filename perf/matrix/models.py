@@ -1,0 +1,117 @@
+"""The one model registry: every model the speed, fit and accuracy cases (and their reports) know.
+
+A model is a name, a group and a ``build(shape)`` that returns a network for a ``Shape`` (layer
+sizes, basis functions per edge, grid options). ``fastkan-<basis>`` exists for every basis of
+``fastkan.BASES`` at the moment the registry is first asked for, so a basis registered before that
+appears everywhere. Groups: ``fastkan`` (this package's layer, every basis and variant),
+``reference`` (our exact B-spline KAN), ``baseline`` (the parameter-matched MLP), ``peer`` (another
+project's KAN, ``perf.matrix.peers``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from fastkan import BASES, MLP, BSplineKAN, FastKAN, FastKANLayer
+from fastkan.mlp import matched_hidden
+from perf.matrix.configs import Shape
+from perf.matrix.peers import PEERS
+
+GROUPS = ("fastkan", "reference", "baseline", "peer")
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    build: Callable[[Shape], nn.Module]
+    group: str
+    basis: str | None = None
+    small_only: bool = False  # far too slow for the large configurations (pykan)
+    fit: bool = True  # trains in the fit and accuracy tasks (not when it computes the same function as another)
+    peer: str | None = None  # name in perf.matrix.peers.PEERS
+
+    @functools.cached_property
+    def missing(self) -> str | None:
+        """Why it cannot run here (a dependency that is not installed), or None.
+
+        Asked on first use: importing every peer costs a run about 10 s (pykan, flashkan), which a
+        run that selects none of them need not pay.
+        """
+        return PEERS[self.peer].missing() if self.peer else None
+
+    def move(self, model: nn.Module, device, dtype) -> nn.Module:
+        return PEERS[self.peer].move(model, device, dtype) if self.peer else model.to(device, dtype)
+
+
+def trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def fastkan(shape: Shape, basis: str = "gaussian", **options) -> nn.Module:
+    """FastKAN for ``shape``; a first layer with its own options (``shape.first``) where given."""
+    opts = {**shape.fastkan, **options}
+    if shape.first is None:
+        return FastKAN(list(shape.layers), basis=basis, **opts)
+    first = FastKANLayer(shape.layers[0], shape.layers[1], basis=basis, **{**opts, **shape.first})
+    rest = FastKAN(list(shape.layers[1:]), basis=basis, **opts)
+    return nn.Sequential(first, *rest.layers)
+
+
+def mlp(shape: Shape) -> nn.Module:
+    """[in, hidden, out] with ``shape.mlp_hidden``, else about the default FastKAN's trainable parameters."""
+    hidden = shape.mlp_hidden
+    if hidden is None:
+        hidden = matched_hidden(shape.layers[0], shape.layers[-1], trainable(fastkan(shape)))
+    return MLP([shape.layers[0], hidden, shape.layers[-1]])
+
+
+def _peer(name: str) -> Model:
+    peer = PEERS[name]
+    basis = {"fast-kan": "gaussian", "faster-kan": "rswaf", "chebykan": None}.get(name, "bspline")
+    return Model(name, lambda s: peer.model(s.layers, s.num_basis), "peer", basis=basis,
+                 small_only=peer.small_only, peer=name)
+
+
+def _basis(b: str) -> Callable[[Shape], nn.Module]:
+    return lambda s: fastkan(s, b)
+
+
+@functools.lru_cache(maxsize=None)
+def models() -> dict[str, Model]:
+    """Every model of the matrix, by name: ``fastkan-<basis>`` per registered basis, the variants, the references, the peers."""
+    table = {f"fastkan-{b}": Model(f"fastkan-{b}", _basis(b), "fastkan", basis=b) for b in BASES}
+    variants = [
+        # fast-kan's own algorithm: the same model without the fused spline path.
+        Model("plain-fastkan", lambda s: fastkan(s, fused=False), "fastkan", basis="gaussian", fit=False),
+        # LayerNorm without scale and shift: no input gradient in the first layer.
+        Model("lean-fastkan", lambda s: fastkan(s, layernorm_affine=False), "fastkan", basis="gaussian"),
+        # No LayerNorm at all: like for like with the peers that normalise nothing (inkan, flashkan, the
+        # B-spline KANs). A speed reference, so not in the fit tasks: without LayerNorm nothing keeps a
+        # hidden layer's outputs on the next layer's grid.
+        Model("bare-fastkan", lambda s: fastkan(s, use_layernorm=False), "fastkan", basis="gaussian", fit=False),
+        Model("bspline", lambda s: BSplineKAN(list(s.layers), grid_size=s.num_basis - 3, spline_order=3),
+              "reference", basis="bspline"),
+        Model("mlp", mlp, "baseline"),
+    ]
+    table.update((m.name, m) for m in variants)
+    table.update((name, _peer(name)) for name in PEERS)
+    return table
+
+
+def names(group: str) -> tuple[str, ...]:
+    """The registry's models of one group, in registry order."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown model group {group!r}; valid: {', '.join(GROUPS)}")
+    return tuple(n for n, m in models().items() if m.group == group)
+
+
+def build(name: str, shape: Shape) -> nn.Module:
+    """The model ``name`` for ``shape``; ValueError naming the model if the registry has none."""
+    table = models()
+    if name not in table:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(table)}")
+    return table[name].build(shape)

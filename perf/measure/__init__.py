@@ -1,0 +1,1 @@
+"""Measurements taken beside the timings: memory, the gradient check, the machine probe."""

@@ -1,0 +1,1 @@
+"""Reports from saved runs, each a subcommand of ``python -m perf.report``."""

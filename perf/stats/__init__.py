@@ -1,0 +1,1 @@
+"""Statistics of saved runs: bootstrap intervals and run-to-run comparison."""
