@@ -88,10 +88,17 @@ def _blocks(in_dim: int, step: int):
         yield start, min(in_dim, start + step)
 
 
+# Centres farther than this many widths from the grid's middle make the input gradient's
+# v * S1 - S2 (see _backward_neg_square) cancel that many times over: in float32, on a grid of 64
+# centres over [-300, 300], up to 7e-4 grid spacings off the plain path's gradient. Such grids
+# take those sums in float64 (docs/design/paths.md).
+WIDE_GRID = 16.0
+
+
 class _Constants:
     """What every block of one grid and width shares: ``inv_h``, the grid's middle ``centre``, the
     clamp bound ``far``, the centres relative to the middle ``c`` (G,), and ``rows`` (2, G): 1 and
-    -c, times -2 / h**2 (see ``_backward_neg_square``)."""
+    -c, times -2 / h**2 (see ``_backward_neg_square``); float64 on a grid wider than ``WIDE_GRID``."""
 
     def __init__(self, grid: Tensor, h: Tensor):
         if h.device.type != "cpu" or _is_compiling():
@@ -110,7 +117,20 @@ class _Constants:
         self.far = _FAR * h
         self.c = torch.tensor([x - self.centre for x in values], dtype=grid.dtype)
         k = -2.0 * self.inv_h * self.inv_h
-        self.rows = torch.tensor([[k] * len(values), [(self.centre - x) * k for x in values]], dtype=grid.dtype)
+        wide = max(abs(x - self.centre) for x in values) * self.inv_h > WIDE_GRID
+        self.rows = torch.tensor([[k] * len(values), [(self.centre - x) * k for x in values]],
+                                 dtype=torch.float64 if wide else grid.dtype)
+
+
+def v_s1_minus_s2(rows: Tensor, q: Tensor, v: Tensor, sums, dim: int = 0, out: Tensor | None = None) -> Tensor:
+    """``S2' + v * S1'`` from ``sums(rows, q)``, which stacks (S1', S2') = rows @ q along ``dim``:
+    in float64 where ``rows`` is (a wide grid's), else in q's dtype; into ``out`` where given."""
+    if rows.dtype == q.dtype:
+        s = sums(rows, q)
+        return torch.addcmul(s.select(dim, 1), s.select(dim, 0), v, out=out)
+    s = sums(rows, q.double())
+    result = torch.addcmul(s.select(dim, 1), s.select(dim, 0), v.double())
+    return result.to(q.dtype) if out is None else out.copy_(result)
 
 
 # Constants of the CPU grids and widths seen lately, by their values: a small call spent some
@@ -336,8 +356,9 @@ class _OneOutput(torch.autograd.Function):
                 # (G, block), contiguous: multiplying by the strided view took twice the time.
                 w = weight[0, a * g : b * g].view(b - a, g).t().contiguous()
                 q = torch.mul(ctx.basis.of_neg_square_derivative(phi), w[:, None, :])
-                s12 = torch.mm(sums, q.view(g, -1)).view(2, n, b - a)
-                grad_u[:, a:b] = torch.addcmul(s12[1], cols.values(a, b), s12[0]).mul_(go[:, None])
+                grad_u[:, a:b] = v_s1_minus_s2(sums, q, cols.values(a, b),
+                                               lambda r, q: torch.mm(r, q.view(g, -1)).view(2, n, b - a))
+                grad_u[:, a:b] *= go[:, None]
         return grad_u, None, None, grad_w, None, None
 
 
@@ -423,8 +444,7 @@ def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, ba
     m, n = v.shape
     if feature_major:
         q = torch.mm(weight.t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
-        s12 = torch.matmul(rows, q.view(m, -1, n))  # (block, 2, N)
-        return torch.addcmul(s12[:, 1], v, s12[:, 0]).t()
+        return v_s1_minus_s2(rows, q, v, lambda r, q: torch.matmul(r, q.view(m, -1, n)), dim=1).t()  # (block, 2, N)
     q = grad_out.new_empty(n, weight.shape[1])  # (N, block * G)
     phi_t = phi.t()
     # A whole basis' product runs in cache-sized column blocks, each scaled while it is in cache:
@@ -434,8 +454,8 @@ def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, ba
         block = q[:, a : a + step]
         torch.mm(grad_out, weight[:, a : a + step], out=block)
         block.mul_(basis.of_neg_square_derivative(phi_t[:, a : a + step]))
-    s12 = torch.mm(rows, q.view(-1, rows.shape[1]).t())  # (2, N * block)
-    return torch.addcmul(s12[1], v.t().reshape(-1), s12[0]).view(n, m)
+    sums = v_s1_minus_s2(rows, q, v.t().reshape(-1), lambda r, q: torch.mm(r, q.view(-1, r.shape[1]).t()))
+    return sums.view(n, m)  # from (2, N * block) sums
 
 
 def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):

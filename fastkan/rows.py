@@ -122,8 +122,8 @@ class _RowBlocks(torch.autograd.Function):
                 # (2, G) of k.rows sum the output gradient times k' over the centres.
                 q = torch.mm(go, blocks.weight, out=q_buf[: b - a])
                 q.mul_(ctx.basis.of_neg_square_derivative(phi))
-                s12 = torch.matmul(blocks.k.rows, q.view(b - a, g, in_dim))  # (R, 2, in)
-                torch.addcmul(s12[:, 1], v, s12[:, 0], out=grad_u[a:b])
+                fused.v_s1_minus_s2(blocks.k.rows, q, v, lambda r, q: torch.matmul(r, q.view(b - a, g, in_dim)),
+                                    dim=1, out=grad_u[a:b])
         return grad_u, None, None, blocks.unpermute(grad_w) if need_w else None, None
 
 
