@@ -5,7 +5,7 @@ A layer with one output and a basis of ``-d**2`` on a frozen grid computes
 reduction: TorchInductor compiles it (and the two reductions of its backward)
 into one vectorised loop each, with no (N, in, G) tensor ever written. The
 seed-300k forward took 0.34x plain-fastkan's time with it, round by round
-(README, "Fastest on every configuration?"). Compiling needs a C++ compiler; where
+(docs/results/goals.md). Compiling needs a C++ compiler; where
 it fails, the first call warns once and the layer keeps the eager path.
 ``ENABLED = False`` (or ``FASTKAN_COMPILE=0`` in the environment) always
 takes the eager path.

@@ -49,7 +49,7 @@ PLAIN_ELEMENTS = 1 << 18
 # one product with the whole weight, not one per block. A temporary of backward only (with the
 # product's result, twice these bytes at most), never saved. Measured round by round against
 # plain-fastkan: kanbench-10m's backward went from 1.05x to 1.02x plain's time (runs 0019 and 0026 of
-# README "Fastest on every configuration?"). Building the forward's basis whole as well measured
+# docs/results/goals.md). Building the forward's basis whole as well measured
 # within noise, so forward keeps its blocks.
 WHOLE_BACKWARD_BYTES = 32 << 20
 

@@ -260,7 +260,7 @@ class FastKANLayer(nn.Module):
         if lead is not None:
             x = x.reshape(-1, self.input_dim)
         # The submodules' tensors through functions, not module calls, which cost a small call
-        # several microseconds each (README, "Fastest on every configuration?"); a submodule
+        # several microseconds each (docs/results/goals.md); a submodule
         # replaced by another kind (an Identity, a LoRA wrapper) or with hooks is called as a module.
         ln, lin = self._part("layernorm"), self._part("base_linear")
         y = self._small(x, ln, lin)

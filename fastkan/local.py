@@ -36,8 +36,8 @@ from .fused import _is_compiling, _refuse_double_backward
 
 # The local path needs at least this many centres per candidate (G >= LOCAL_RATIO * K) and at least
 # LOCAL_GRID centres: with 8, the suite measured hat and wendland (K = 2) slower than the dense path
-# (grid-8: 1.19x and 1.26x the Gaussian layer's time, against 1.12x and 1.20x; README, "Compact
-# bases on large grids") ...
+# (grid-8: 1.19x and 1.26x the Gaussian layer's time, against 1.12x and 1.20x;
+# docs/results/compact-bases.md) ...
 LOCAL_RATIO = 2
 LOCAL_GRID = 16
 # ... and the sparse product (embedding_bag) this many, with at least SPARSE_OUTPUTS outputs and

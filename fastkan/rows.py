@@ -15,7 +15,7 @@ Taken on the CPU, in eager mode, for bases of ``-d**2`` with their derivative on
 frozen grid (``fused._neg_square_backward``), a basis too large to keep
 (``fused.KEEP_BASIS_BYTES``), more rows than outputs, at least as many rows as basis values
 per row (``BATCH_PER_COLUMN``) and at least two blocks of rows.
-On batch-4096 ([256, 256, 1], 8 centres, 1 thread; README, "Large batches: blocks of rows"),
+On batch-4096 ([256, 256, 1], 8 centres, 1 thread; docs/results/large-batches.md),
 ``lean-fastkan`` went from 1.19x to 0.98x flashkan's forward + backward time in the suite's
 goals, and the default layer's peak backward bytes from 94 to 20 MB; no other configuration
 of the matrix takes this path.

@@ -16,14 +16,18 @@ from perf.report import EXIT_REGRESSED
 from perf.storage.runs import ReportError, load
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m perf.gate", description=__doc__.split("\n")[0])
     p.add_argument("current", type=Path)
     p.add_argument("baseline", type=Path)
     p.add_argument("--normalize", metavar="MODEL", default=None)
     p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--verbose", action="store_true", help="also list the changes within noise")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if not args.baseline.exists():
         print(f"perf.gate: no baseline at {args.baseline} yet; nothing to compare (a push to main saves one)")
         return 0

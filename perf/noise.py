@@ -90,13 +90,17 @@ def judge(base, runs, threshold: float, normalize: str | None, planted: list[str
     return {"flagged": flagged, "widest": widest, "planted": caught}
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m perf.noise", description=__doc__.split("\n")[0])
     p.add_argument("--reruns", type=int, default=5)
     p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--keep", type=Path, default=None, help="copy the runs' JSON files into this folder")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     modes = {"plain": None, "normalised by mlp": "mlp"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -74,7 +74,7 @@ def _choose(config, option: str, known, default=None) -> list[str]:
 class Selection:
     """What the options ask for, checked once per session."""
 
-    def __init__(self, config):
+    def __init__(self, config, check_cuda: bool = True):
         self.configs = _choose(config, "perf_config", CONFIGS, [n for n, c in CONFIGS.items() if c.default])
         self.devices = _choose(config, "perf_device", DEVICES)
         self.models = _choose(config, "perf_model", models())
@@ -98,7 +98,7 @@ class Selection:
         if not self.seconds > 0:
             raise pytest.UsageError(f"--perf-seconds must be positive, got {self.seconds}")
         explicit_cuda = config.getoption("perf_device") == "cuda"
-        if explicit_cuda and not torch.cuda.is_available():
+        if check_cuda and explicit_cuda and not torch.cuda.is_available():
             raise pytest.UsageError("--perf-device=cuda: CUDA is not available on this machine (torch sees no GPU)")
 
     def cases(self) -> list[Case]:
@@ -283,13 +283,13 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["torch"] = torch.__version__
     machine_info["torch_threads"] = torch.get_num_threads()
     # The vector instructions torch's CPU kernels dispatch to (AVX2, AVX512, ...): two virtual machines of
-    # one name and CPU brand can differ here, and so do their timings (README, "On an AVX2 host").
+    # one name and CPU brand can differ here, and so do their timings (docs/results/goals-avx2.md).
     machine_info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     machine_info["cuda_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     malloc = getattr(config, "_perf_malloc", {})
     machine_info["malloc_pinned"] = bool(malloc)
     machine_info["malloc"] = malloc  # runs saved before this key pinned no mmap_max: their large blocks differ
-    # Settings read from the environment that change the timings of every model (README, "Huge pages").
+    # Settings read from the environment that change the timings of every model (docs/results/huge-pages.md).
     machine_info["timing_environment"] = {k: os.environ[k] for k in TIMING_ENVIRONMENT if k in os.environ}
     selection = getattr(config, "_perf_selection", None)
     if selection is not None:
