@@ -43,8 +43,12 @@ def bspline_fit_error(
     return (resid.norm() / target.norm()).item(), (resid.abs().max() / target.abs().max()).item()
 
 
-def best_width(basis: str, num_grids: int = 8, lo: float = 0.25, hi: float = 4.0, steps: int = 40) -> tuple[float, float]:
-    """The width (in grid spacings) with the smallest relative L2 error: a log-spaced scan, then a golden-section refinement."""
+def best_width(
+    basis: str, num_grids: int = 8, lo: float = 0.25, hi: float = 4.0, steps: int = 40
+) -> tuple[float, float]:
+    """The width (in grid spacings) with the smallest relative L2 error: a log-spaced scan, then a
+    golden-section refinement."""
+
     def err(w: float) -> float:
         return bspline_fit_error(basis, num_grids, width=w)[0]
 

@@ -9,7 +9,7 @@ the tests, the benchmarks and the reports pick it up from ``BASES``.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -9,7 +9,7 @@ installed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,9 +63,7 @@ class BSplineKANLinear(nn.Module):
         knots = torch.arange(-spline_order, grid_size + spline_order + 1, **factory) * step + lo
         self.register_buffer("grid", knots.expand(in_features, -1).contiguous())
         self.base_weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.spline_weight = nn.Parameter(
-            torch.empty(out_features, in_features, grid_size + spline_order, **factory)
-        )
+        self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, grid_size + spline_order, **factory))
         self.enable_standalone_scale_spline = enable_standalone_scale_spline
         if enable_standalone_scale_spline:
             self.spline_scaler = nn.Parameter(torch.empty(out_features, in_features, **factory))
@@ -174,9 +172,18 @@ class BSplineKAN(nn.Module):
         self.grid_size, self.spline_order = grid_size, spline_order
         self.layers = nn.ModuleList(
             BSplineKANLinear(
-                i, o, grid_size, spline_order, scale_noise, scale_base, scale_spline,
-                base_activation=base_activation, grid_eps=grid_eps, grid_range=grid_range,
-                device=device, dtype=dtype,
+                i,
+                o,
+                grid_size,
+                spline_order,
+                scale_noise,
+                scale_base,
+                scale_spline,
+                base_activation=base_activation,
+                grid_eps=grid_eps,
+                grid_range=grid_range,
+                device=device,
+                dtype=dtype,
             )
             for i, o in zip(layers_hidden[:-1], layers_hidden[1:])
         )

@@ -122,8 +122,9 @@ class _Groups:
             g, eps = len(values), torch.finfo(grid.dtype).eps
             spacing = (values[-1] - values[0]) / (g - 1)
             # The identity holds for centres spaced exactly alike; linspace's rounding is allowed.
-            uniform = spacing > 0 and all(abs(v - (values[0] + k * spacing)) <= 2 * eps * max(map(abs, values))
-                                          for k, v in enumerate(values))
+            uniform = spacing > 0 and all(
+                abs(v - (values[0] + k * spacing)) <= 2 * eps * max(map(abs, values)) for k, v in enumerate(values)
+            )
             return _Groups(values, float(h), scale, grid.dtype) if uniform else None
 
         return fused.cached(_GROUPS, (grid.dtype, float(h), scale, *values), make)
@@ -208,8 +209,11 @@ def _kernels(basis, dtype: torch.dtype, groups: _Groups | None = None):
     # when it changes: a thread count is part of the key.
     key = (basis.name, dtype, torch.get_num_threads(), groups.chunks if groups else None)
     if key not in _KERNELS:
-        fns = (_exponential_reductions(groups.chunks) if groups else
-               _reductions(basis.of_neg_square, basis.of_neg_square_derivative, basis.neg_square_scale, dtype))
+        fns = (
+            _exponential_reductions(groups.chunks)
+            if groups
+            else _reductions(basis.of_neg_square, basis.of_neg_square_derivative, basis.neg_square_scale, dtype)
+        )
         k = tuple(torch.compile(_own_code(f), dynamic=True, fullgraph=True) for f in fns)
         # Compiled here for symbolic sizes (and without grad, as autograd calls them), so later calls of
         # any size but 0 and 1 reuse the code; a failure surfaces now, in forward, where the eager path
@@ -228,10 +232,13 @@ def _kernels(basis, dtype: torch.dtype, groups: _Groups | None = None):
                     k[0](u, c, inv_h, w)
                     k[1](u, c, inv_h, go)
                     k[2](u, c, inv_h, w, go)
-        except Exception as e:  # noqa: BLE001: whatever the compiler's failure, the eager path works
+        except Exception as e:  # whatever the compiler's failure, the eager path works
             _broken.append(f"{type(e).__name__}: {e}")
-            warnings.warn(f"fastkan could not compile its CPU kernels and takes the eager path: {_broken[0][:500]}",
-                          RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"fastkan could not compile its CPU kernels and takes the eager path: {_broken[0][:500]}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             k = None
         _KERNELS[key] = k
     return _KERNELS[key]
@@ -273,8 +280,11 @@ class OneOutput(torch.autograd.Function):
         groups = ctx.groups
         if groups:
             args = groups.tensors()
-            grad_w = (ctx.kernels[1](u.detach(), *args, go) * groups.c[:, None]).t().reshape(1, in_dim * g) \
-                if need_w else None
+            grad_w = (
+                (ctx.kernels[1](u.detach(), *args, go) * groups.c[:, None]).t().reshape(1, in_dim * g)
+                if need_w
+                else None
+            )
             w = _weights(weight, in_dim, g, groups) if need_u else None
             grad_u = ctx.kernels[2](u.detach(), *args, groups.r, groups.j, w, go, groups.k2) if need_u else None
             return grad_u, None, None, grad_w, None, None

@@ -118,8 +118,9 @@ class _Constants:
         self.c = torch.tensor([x - self.centre for x in values], dtype=grid.dtype)
         k = -2.0 * self.inv_h * self.inv_h
         wide = max(abs(x - self.centre) for x in values) * self.inv_h > WIDE_GRID
-        self.rows = torch.tensor([[k] * len(values), [(self.centre - x) * k for x in values]],
-                                 dtype=torch.float64 if wide else grid.dtype)
+        self.rows = torch.tensor(
+            [[k] * len(values), [(self.centre - x) * k for x in values]], dtype=torch.float64 if wide else grid.dtype
+        )
 
 
 def v_s1_minus_s2(rows: Tensor, q: Tensor, v: Tensor, sums, dim: int = 0, out: Tensor | None = None) -> Tensor:
@@ -170,8 +171,16 @@ class _Distances:
     are input and centres relative to the grid's middle. Every block reuses one buffer.
     """
 
-    def __init__(self, u: Tensor, grid: Tensor, h: Tensor, step: int, neg_square: bool = False,
-                 layout: str = "feature", scale: float = 1.0):
+    def __init__(
+        self,
+        u: Tensor,
+        grid: Tensor,
+        h: Tensor,
+        step: int,
+        neg_square: bool = False,
+        layout: str = "feature",
+        scale: float = 1.0,
+    ):
         self.u, self.step, self.neg_square, self.layout = u, step, neg_square, layout
         k = _constants(grid, h)
         self.inv_h, self.centre, self.far, self.c, self.rows = k.inv_h, k.centre, k.far, k.c, k.rows
@@ -256,8 +265,11 @@ def _refuse_double_backward() -> None:
 
 def _neg_square_backward(basis, u: Tensor, grid: Tensor, h: Tensor) -> bool:
     """Whether backward takes ``_backward_neg_square``: a basis of -d**2 with its derivative, on a frozen grid."""
-    return (basis.of_neg_square_derivative is not None and _neg_square(basis, u)
-            and not (grid.requires_grad or h.requires_grad))
+    return (
+        basis.of_neg_square_derivative is not None
+        and _neg_square(basis, u)
+        and not (grid.requires_grad or h.requires_grad)
+    )
 
 
 class _FusedSpline(torch.autograd.Function):
@@ -300,8 +312,9 @@ class _FusedSpline(torch.autograd.Function):
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis
         if _neg_square_backward(basis, u, grid, h):
-            grad_u, grad_w = _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, ctx.layout,
-                                                  phi, v)
+            grad_u, grad_w = _backward_neg_square(
+                u, grid, h, weight, grad_out, basis, need_u, need_w, ctx.layout, phi, v
+            )
             return grad_u, None, None, grad_w, None, None
         return (*_backward(u, grid, h, weight, grad_out, basis, ctx.needs_input_grad, phi), None, None)
 
@@ -340,8 +353,7 @@ class _OneOutput(torch.autograd.Function):
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
         n, in_dim = u.shape
         g = grid.numel()
-        cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), True, "centre",
-                          ctx.basis.neg_square_scale)
+        cols = _Distances(u, grid, h, _step(n, in_dim, g, kept is not None), True, "centre", ctx.basis.neg_square_scale)
         go = grad_out[:, 0]
         sums = cols.rows
         grad_u = torch.empty_like(u) if need_u else None
@@ -356,8 +368,12 @@ class _OneOutput(torch.autograd.Function):
                 # (G, block), contiguous: multiplying by the strided view took twice the time.
                 w = weight[0, a * g : b * g].view(b - a, g).t().contiguous()
                 q = torch.mul(ctx.basis.of_neg_square_derivative(phi), w[:, None, :])
-                grad_u[:, a:b] = v_s1_minus_s2(sums, q, cols.values(a, b),
-                                               lambda r, q: torch.mm(r, q.view(g, -1)).view(2, n, b - a))
+                grad_u[:, a:b] = v_s1_minus_s2(
+                    sums,
+                    q,
+                    cols.values(a, b),
+                    lambda r, q: torch.mm(r, q.view(g, -1)).view(2, n, b - a),  # noqa: B023 (called at once)
+                )
                 grad_u[:, a:b] *= go[:, None]
         return grad_u, None, None, grad_w, None, None
 
@@ -434,8 +450,9 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, la
     return grad_u, grad_w.result() if grad_w is not None else None
 
 
-def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, basis, rows: Tensor,
-                    feature_major: bool) -> Tensor:
+def _input_gradient(
+    phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, basis, rows: Tensor, feature_major: bool
+) -> Tensor:
     """dL/du (N, block) from the basis phi (block * G, N) of the centred inputs v (block, N).
 
     Each product runs on the basis' own memory layout: feature-major, a batched

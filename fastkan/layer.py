@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import fused, local, small
-from .bases import DERIVATIVES, EXPONENTIAL, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, SUPPORTS, get_basis
+from .bases import (
+    DERIVATIVES,
+    EXPONENTIAL,
+    NEG_SQUARE_SCALES,
+    OF_NEG_SQUARE,
+    OF_NEG_SQUARE_DERIVATIVES,
+    SUPPORTS,
+    get_basis,
+)
 
 
 def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -24,8 +32,12 @@ def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
 # torch's module-wide hooks (register_module_forward_hook and kin): dictionaries it fills in place.
 _GLOBAL_HOOKS = tuple(
     getattr(torch.nn.modules.module, name)
-    for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks")
+    for name in (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    )
     if hasattr(torch.nn.modules.module, name)
 )
 
@@ -33,8 +45,11 @@ _GLOBAL_HOOKS = tuple(
 def _as_function(module, kind: type) -> bool:
     """Whether forward may use ``module``'s tensors through functions: exactly a ``kind``, and no hooks to run."""
     return type(module) is kind and not (
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-        or module._backward_pre_hooks or any(_GLOBAL_HOOKS)
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or any(_GLOBAL_HOOKS)
     )
 
 
@@ -167,9 +182,7 @@ class FastKANLayer(nn.Module):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if use_layernorm and input_dim == 1:
-            raise ValueError(
-                "LayerNorm over input_dim=1 outputs zeros for every input; pass use_layernorm=False"
-            )
+            raise ValueError("LayerNorm over input_dim=1 outputs zeros for every input; pass use_layernorm=False")
         if use_layernorm and input_dim == 2:
             warnings.warn(
                 "LayerNorm over input_dim=2 keeps little more than the sign of the two inputs' difference; "
@@ -179,11 +192,14 @@ class FastKANLayer(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.input_dim, self.output_dim = input_dim, output_dim
         self.fused = fused
-        if keep_basis_bytes is not None and (isinstance(keep_basis_bytes, bool) or not isinstance(keep_basis_bytes, int)
-                                             or keep_basis_bytes < 0):
+        if keep_basis_bytes is not None and (
+            isinstance(keep_basis_bytes, bool) or not isinstance(keep_basis_bytes, int) or keep_basis_bytes < 0
+        ):
             raise ValueError(f"keep_basis_bytes must be a non-negative int or None, got {keep_basis_bytes!r}")
         self.keep_basis_bytes = keep_basis_bytes
-        self.layernorm = nn.LayerNorm(input_dim, elementwise_affine=layernorm_affine, **factory) if use_layernorm else None
+        self.layernorm = (
+            nn.LayerNorm(input_dim, elementwise_affine=layernorm_affine, **factory) if use_layernorm else None
+        )
         self.basis = RadialBasis(
             grid_min, grid_max, num_grids, basis, denominator, train_grid, train_denominator, **factory
         )
@@ -221,9 +237,13 @@ class FastKANLayer(nn.Module):
         inputs (x's by default), or None where it does not cover the call: a fused layer's small CPU call,
         with its own LayerNorm and SiLU base branch or none."""
         basis, spline_linear = self._part("basis"), self._part("spline_linear")
-        if not (self.fused and _as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear)
-                and (ln is None or _as_function(ln, nn.LayerNorm))
-                and (lin is None or (self.base_activation is F.silu and _as_function(lin, nn.Linear)))):
+        if not (
+            self.fused
+            and _as_function(basis, RadialBasis)
+            and _as_function(spline_linear, nn.Linear)
+            and (ln is None or _as_function(ln, nn.LayerNorm))
+            and (lin is None or (self.base_activation is F.silu and _as_function(lin, nn.Linear)))
+        ):
             return None
         weight = spline_linear._parameters["weight"]
         if not fused.takes_plain(x, basis, weight, rows) or weight.dtype != x.dtype:

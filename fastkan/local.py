@@ -97,8 +97,13 @@ def plan(u: Tensor, basis) -> Geometry | None:
     radius = getattr(basis, "support", None)  # None also for a RadialBasis pickled before bases had supports
     # Backward takes the input gradient through the registered derivative. Half precisions hold
     # centre numbers exactly only up to 256 (bfloat16): they keep the dense path.
-    if (radius is None or basis.derivative is None or u.device.type != "cpu"
-            or u.dtype not in (torch.float32, torch.float64) or _is_compiling()):
+    if (
+        radius is None
+        or basis.derivative is None
+        or u.device.type != "cpu"
+        or u.dtype not in (torch.float32, torch.float64)
+        or _is_compiling()
+    ):
         return None
     grid, h = basis.tensors()
     if grid.numel() < LOCAL_GRID or grid.requires_grad or h.requires_grad:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -10,7 +10,13 @@ from torch import Tensor, nn
 class MLP(nn.Module):
     """Linear layers with ReLU between them: (..., layers[0]) -> (..., layers[-1])."""
 
-    def __init__(self, layers: Sequence[int], output_activation: Callable[[Tensor], Tensor] | None = None, device=None, dtype=None):
+    def __init__(
+        self,
+        layers: Sequence[int],
+        output_activation: Callable[[Tensor], Tensor] | None = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         layers = list(layers)
         if len(layers) < 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in layers):

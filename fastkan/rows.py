@@ -54,10 +54,15 @@ def takes(u: Tensor, basis, weight: Tensor, keep_bytes: int) -> bool:
     """Whether a call on u (N, in) with this weight (out, in * G) takes the row blocks."""
     n, in_dim = u.shape
     g = basis.grid.numel()
-    return (u.device.type == "cpu" and not fused._is_compiling() and 1 < weight.shape[0] < n
-            and in_dim * g * BATCH_PER_COLUMN <= n and n >= 2 * _rows(in_dim, g)
-            and not fused._keeps(u, g, keep_bytes)
-            and fused._neg_square_backward(basis, u, *basis.tensors()))
+    return (
+        u.device.type == "cpu"
+        and not fused._is_compiling()
+        and 1 < weight.shape[0] < n
+        and in_dim * g * BATCH_PER_COLUMN <= n
+        and n >= 2 * _rows(in_dim, g)
+        and not fused._keeps(u, g, keep_bytes)
+        and fused._neg_square_backward(basis, u, *basis.tensors())
+    )
 
 
 class _Blocks:
@@ -122,8 +127,14 @@ class _RowBlocks(torch.autograd.Function):
                 # (2, G) of k.rows sum the output gradient times k' over the centres.
                 q = torch.mm(go, blocks.weight, out=q_buf[: b - a])
                 q.mul_(ctx.basis.of_neg_square_derivative(phi))
-                fused.v_s1_minus_s2(blocks.k.rows, q, v, lambda r, q: torch.matmul(r, q.view(b - a, g, in_dim)),
-                                    dim=1, out=grad_u[a:b])
+                fused.v_s1_minus_s2(
+                    blocks.k.rows,
+                    q,
+                    v,
+                    lambda r, q: torch.matmul(r, q.view(b - a, g, in_dim)),  # noqa: B023 (called at once)
+                    dim=1,
+                    out=grad_u[a:b],
+                )
         return grad_u, None, None, blocks.unpermute(grad_w) if need_w else None, None
 
 

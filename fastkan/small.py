@@ -47,8 +47,9 @@ def kind(x: Tensor, basis) -> str | None:
     return "d" if basis.derivative is not None else None
 
 
-def small_layer(x: Tensor, basis, kind: str, weight: Tensor, norm: tuple | None = None,
-                base: tuple | None = None) -> Tensor:
+def small_layer(
+    x: Tensor, basis, kind: str, weight: Tensor, norm: tuple | None = None, base: tuple | None = None
+) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T + silu(x) @ base_weight.T + base_bias`` for x (N, in), weight
     (out, in*G) -> (N, out), where ``u = layer_norm(x)`` with ``norm = (ln_weight, ln_bias, eps)`` (either
     tensor may be None), else ``u = x``; ``base = (base_weight, base_bias)`` adds the base branch."""
@@ -67,7 +68,7 @@ def small_stack(x: Tensor, layers: list) -> Tensor:
     if torch.is_grad_enabled():
         return _SmallLayers.apply(x, tuple(meta), *tensors)
     for i, (basis, kind, eps) in enumerate(meta):  # no node to build, nothing to keep
-        x = _evaluate(x, *tensors[_PER_LAYER * i:_PER_LAYER * (i + 1)], basis, kind, eps, False)[0]
+        x = _evaluate(x, *tensors[_PER_LAYER * i : _PER_LAYER * (i + 1)], basis, kind, eps, False)[0]
     return x
 
 
@@ -88,12 +89,14 @@ def _evaluate(x, ln_weight, ln_bias, weight, base_weight, base_bias, basis, kind
     d = u[..., None] - grid  # (N, in, G)
     grad_d = None
     if kind == "neg_square":
-        phi = basis.of_neg_square(torch.addcmul(fused._zero(d.dtype), d, d,
-                                                value=-basis.neg_square_scale * inv_h * inv_h))
+        phi = basis.of_neg_square(
+            torch.addcmul(fused._zero(d.dtype), d, d, value=-basis.neg_square_scale * inv_h * inv_h)
+        )
         if need_u:
             # d/du of k(-(u - c)**2 / h**2) is k'(phi) * (u - c) * -2 / h**2.
-            grad_d = torch.addcmul(fused._zero(d.dtype), d, basis.of_neg_square_derivative(phi),
-                                   value=-2.0 * inv_h * inv_h)
+            grad_d = torch.addcmul(
+                fused._zero(d.dtype), d, basis.of_neg_square_derivative(phi), value=-2.0 * inv_h * inv_h
+            )
         d = None
     else:
         phi = basis.fn(d.mul_(inv_h))
@@ -114,7 +117,7 @@ def _needs(needs_input_grad: tuple, meta: tuple) -> list:
     """Per layer: (whether its input needs a gradient, and each of its five tensors)."""
     out, upstream = [], needs_input_grad[0]
     for i in range(len(meta)):
-        own = needs_input_grad[2 + _PER_LAYER * i:2 + _PER_LAYER * (i + 1)]
+        own = needs_input_grad[2 + _PER_LAYER * i : 2 + _PER_LAYER * (i + 1)]
         out.append((upstream, *own))
         upstream = upstream or any(own)
     return out
@@ -128,9 +131,10 @@ class _SmallLayers(torch.autograd.Function):
         for i, (basis, kind, eps) in enumerate(meta):
             need = needs[i]
             need_u = need[0] or (eps is not None and (need[1] or need[2]))
-            ln_weight, ln_bias, weight, base_weight, base_bias = tensors[_PER_LAYER * i:_PER_LAYER * (i + 1)]
-            y, (mean, rstd, s, d, grad_d, phi, inv_h) = _evaluate(x, ln_weight, ln_bias, weight, base_weight,
-                                                                  base_bias, basis, kind, eps, need_u)
+            ln_weight, ln_bias, weight, base_weight, base_bias = tensors[_PER_LAYER * i : _PER_LAYER * (i + 1)]
+            y, (mean, rstd, s, d, grad_d, phi, inv_h) = _evaluate(
+                x, ln_weight, ln_bias, weight, base_weight, base_bias, basis, kind, eps, need_u
+            )
             saved += (x, ln_weight, ln_bias, weight, base_weight, mean, rstd, s, d, grad_d, phi)
             layers.append((basis, inv_h, eps, need_u, need))
             x = y
@@ -145,7 +149,7 @@ class _SmallLayers(torch.autograd.Function):
         grads, per = [], _SAVED_PER_LAYER
         for i in reversed(range(len(ctx.layers))):
             # The last layer first; each layer's input gradient is the output gradient of the one before.
-            grads[:0] = _layer_backward(grad_out, saved[per * i:per * (i + 1)], *ctx.layers[i])
+            grads[:0] = _layer_backward(grad_out, saved[per * i : per * (i + 1)], *ctx.layers[i])
             grad_out = grads.pop(0)
         return (grad_out, None, *grads)
 
@@ -167,8 +171,9 @@ def _layer_backward(grad_out, saved, basis, inv_h, eps, need_u, needs):
         if eps is None:
             grad_x = grad_u
         else:
-            grad_x, grad_lnw, grad_lnb = _layer_norm_backward(grad_u, x, (in_dim,), mean, rstd, ln_weight,
-                                                              ln_bias, (need_x, need_lnw, need_lnb))
+            grad_x, grad_lnw, grad_lnb = _layer_norm_backward(
+                grad_u, x, (in_dim,), mean, rstd, ln_weight, ln_bias, (need_x, need_lnw, need_lnb)
+            )
     if need_x and base_weight is not None:
         grad_base = _silu_backward(grad_out.mm(base_weight), x)
         grad_x = grad_base if grad_x is None else grad_x.add_(grad_base)

@@ -42,8 +42,10 @@ class Variant:
         from .triton_spline import CONFIGS
 
         blocks = ", ".join(f"{k}={v}" for k, v in CONFIGS[self.config].kwargs.items())
-        return (f"{self.kernel} basis={self.basis} precision={self.precision} dtype={self.dtype} "
-                f"config #{self.config} ({blocks}, num_warps={CONFIGS[self.config].num_warps}) sm_{self.arch}")
+        return (
+            f"{self.kernel} basis={self.basis} precision={self.precision} dtype={self.dtype} "
+            f"config #{self.config} ({blocks}, num_warps={CONFIGS[self.config].num_warps}) sm_{self.arch}"
+        )
 
 
 def variants(archs=(80, 90), cover: str = "all") -> list[Variant]:
@@ -54,7 +56,9 @@ def variants(archs=(80, 90), cover: str = "all") -> list[Variant]:
 
     if cover not in COVERS:
         raise ValueError(f"cover must be one of {', '.join(COVERS)}, got {cover!r}")
-    every = [Variant(*v) for v in itertools.product(KERNELS, TRITON_BASES, PRECISIONS, DTYPES, range(len(CONFIGS)), archs)]
+    every = [
+        Variant(*v) for v in itertools.product(KERNELS, TRITON_BASES, PRECISIONS, DTYPES, range(len(CONFIGS)), archs)
+    ]
     return every if cover == "all" else _pairwise(every)
 
 
@@ -83,9 +87,19 @@ def _signature(kernel: str, dtype: str) -> dict[str, str]:
         "_grad_weight": {"U": t, "C": t, "GO": t, "GW": t},
         "_grad_input": {"U": t, "C": t, "GO": t, "W": t, "GU": "*fp32"},
     }[kernel]
-    return {**ptrs, "N": "i32", "IN": "i32", "OUTD": "i32", "G": "constexpr", "INV_H": "*fp32",
-            "KIND": "constexpr", "PRECISION": "constexpr", "BLOCK_N": "constexpr", "BLOCK_O": "constexpr",
-            "BLOCK_K": "constexpr"}
+    return {
+        **ptrs,
+        "N": "i32",
+        "IN": "i32",
+        "OUTD": "i32",
+        "G": "constexpr",
+        "INV_H": "*fp32",
+        "KIND": "constexpr",
+        "PRECISION": "constexpr",
+        "BLOCK_N": "constexpr",
+        "BLOCK_O": "constexpr",
+        "BLOCK_K": "constexpr",
+    }
 
 
 def compile_variant(v: Variant, module=None) -> str | None:
@@ -101,10 +115,16 @@ def compile_variant(v: Variant, module=None) -> str | None:
     constants = {"G": NUM_GRIDS, "KIND": module.TRITON_BASES[v.basis], "PRECISION": v.precision, **config.kwargs}
     names = jit.arg_names
     try:
-        src = triton.compiler.ASTSource(fn=jit, signature=_signature(v.kernel, v.dtype),
-                                        constexprs={(names.index(k),): c for k, c in constants.items()})
-        kernel = triton.compile(src, target=GPUTarget("cuda", v.arch, 32),
-                                options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+        src = triton.compiler.ASTSource(
+            fn=jit,
+            signature=_signature(v.kernel, v.dtype),
+            constexprs={(names.index(k),): c for k, c in constants.items()},
+        )
+        kernel = triton.compile(
+            src,
+            target=GPUTarget("cuda", v.arch, 32),
+            options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+        )
         if not kernel.asm.get("cubin"):
             return "no cubin produced"
     except Exception as e:  # the compiler raises many types; every one is a failure to report
@@ -133,8 +153,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastkan.triton_aot", description=__doc__.split("\n")[0])
     p.add_argument("--arch", default="80,90", help="comma-separated CUDA compute capabilities (default 80,90)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--cover", choices=COVERS, default="all",
-                   help="all: every launchable combination (default); pairs: a pairwise cover of them")
+    p.add_argument(
+        "--cover",
+        choices=COVERS,
+        default="all",
+        help="all: every launchable combination (default); pairs: a pairwise cover of them",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS"):
@@ -150,8 +174,10 @@ def main(argv=None) -> int:
     else:
         for v, e in failed:
             print(f"FAILED {v.describe()}: {e.splitlines()[0] if e else ''}")
-        print(f"{len(results) - len(failed)} of {len(results)} kernel builds compiled to cubin "
-              f"(sm_{', sm_'.join(map(str, archs))})")
+        print(
+            f"{len(results) - len(failed)} of {len(results)} kernel builds compiled to cubin "
+            f"(sm_{', sm_'.join(map(str, archs))})"
+        )
     return 1 if failed else 0
 
 

@@ -102,8 +102,22 @@ if triton is not None:
 
     @triton.autotune(configs=_TUNED, key=_KEY)
     @triton.jit
-    def _forward(U, C, W, OUT, N, IN, OUTD, G: tl.constexpr, INV_H, KIND: tl.constexpr, PRECISION: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _forward(
+        U,
+        C,
+        W,
+        OUT,
+        N,
+        IN,
+        OUTD,
+        G: tl.constexpr,
+        INV_H,
+        KIND: tl.constexpr,
+        PRECISION: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_O: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         inv_h = tl.load(INV_H).to(tl.float32)
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -118,8 +132,22 @@ if triton is not None:
 
     @triton.autotune(configs=_TUNED, key=_KEY)
     @triton.jit
-    def _grad_weight(U, C, GO, GW, N, IN, OUTD, G: tl.constexpr, INV_H, KIND: tl.constexpr, PRECISION: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _grad_weight(
+        U,
+        C,
+        GO,
+        GW,
+        N,
+        IN,
+        OUTD,
+        G: tl.constexpr,
+        INV_H,
+        KIND: tl.constexpr,
+        PRECISION: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_O: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         inv_h = tl.load(INV_H).to(tl.float32)
         offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
         offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -135,8 +163,23 @@ if triton is not None:
     # Tiles add into GU atomically: every trial of the autotuner starts from zeros.
     @triton.autotune(configs=_TUNED, key=_KEY, reset_to_zero=["GU"])
     @triton.jit
-    def _grad_input(U, C, GO, W, GU, N, IN, OUTD, G: tl.constexpr, INV_H, KIND: tl.constexpr, PRECISION: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _grad_input(
+        U,
+        C,
+        GO,
+        W,
+        GU,
+        N,
+        IN,
+        OUTD,
+        G: tl.constexpr,
+        INV_H,
+        KIND: tl.constexpr,
+        PRECISION: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_O: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         inv_h = tl.load(INV_H).to(tl.float32)
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -149,8 +192,11 @@ if triton is not None:
             grad_phi += tl.dot(go, w, input_precision=PRECISION)
         _, dp = _basis_tile(U, C, offs_n, offs_k, N, IN, G, inv_h, KIND)
         # Several columns of a tile belong to one input: sum them into it atomically.
-        tl.atomic_add(GU + offs_n[:, None] * IN + (offs_k // G)[None, :], grad_phi * dp * inv_h,
-                      mask=(offs_n[:, None] < N) & (offs_k[None, :] < K))
+        tl.atomic_add(
+            GU + offs_n[:, None] * IN + (offs_k // G)[None, :],
+            grad_phi * dp * inv_h,
+            mask=(offs_n[:, None] < N) & (offs_k[None, :] < K),
+        )
 
 
 def _grid(rows: int, cols: int, row_block: str, col_block: str):
@@ -165,7 +211,8 @@ class _TritonSpline(torch.autograd.Function):
         out_dim, g = weight.shape[0], grid.numel()
         out = torch.empty(n, out_dim, device=u.device, dtype=u.dtype)
         _forward[_grid(n, out_dim, "BLOCK_N", "BLOCK_O")](
-            u, grid, weight, out, n, in_dim, out_dim, g, inv_h, kind, _precision(u))
+            u, grid, weight, out, n, in_dim, out_dim, g, inv_h, kind, _precision(u)
+        )
         ctx.save_for_backward(u, grid, weight, inv_h)
         ctx.kind = kind
         return out
@@ -180,11 +227,13 @@ class _TritonSpline(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_w = torch.empty_like(weight)
             _grad_weight[_grid(out_dim, in_dim * g, "BLOCK_O", "BLOCK_K")](
-                u, grid, grad_out, grad_w, n, in_dim, out_dim, g, inv_h, ctx.kind, _precision(u))
+                u, grid, grad_out, grad_w, n, in_dim, out_dim, g, inv_h, ctx.kind, _precision(u)
+            )
         if ctx.needs_input_grad[0]:
             grad_u = torch.zeros(n, in_dim, device=u.device, dtype=torch.float32)
             _grad_input[_grid(n, in_dim * g, "BLOCK_N", "BLOCK_K")](
-                u, grid, grad_out, weight, grad_u, n, in_dim, out_dim, g, inv_h, ctx.kind, _precision(u))
+                u, grid, grad_out, weight, grad_u, n, in_dim, out_dim, g, inv_h, ctx.kind, _precision(u)
+            )
             grad_u = grad_u.to(u.dtype)
         return grad_u, None, grad_w, None, None
 

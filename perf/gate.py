@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from perf.stats.compare import compare
 from perf.report import EXIT_REGRESSED
+from perf.stats.compare import compare
 from perf.storage.runs import ReportError, load
 
 
@@ -32,8 +32,7 @@ def main(argv=None) -> int:
         print(f"perf.gate: no baseline at {args.baseline} yet; nothing to compare (a push to main saves one)")
         return 0
     try:
-        text, regressed = compare(load(args.baseline), load(args.current), args.threshold, args.normalize,
-                                  args.verbose)
+        text, regressed = compare(load(args.baseline), load(args.current), args.threshold, args.normalize, args.verbose)
     except ReportError as e:
         print(f"perf.gate: error: {e}", file=sys.stderr)
         return 2

@@ -59,8 +59,18 @@ def quick_slice() -> list[str]:
 
 
 def run_slice(tree: Path, out: Path) -> Path:
-    cmd = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider", "--perf-device=cpu",
-           *quick_slice(), f"--benchmark-json={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "perf",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--perf-device=cpu",
+        *quick_slice(),
+        f"--benchmark-json={out}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
     return out
@@ -105,8 +115,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # Every run uses a copy of the tree taken now: edits made while it runs change nothing.
-        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
-                               capture_output=True, text=True).stdout.split()
+        files = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.split()
         same_tree, slow_tree = tmp / "same", tmp / "slow"
         for tree in (same_tree, slow_tree):
             for f in files:
@@ -123,11 +134,24 @@ def main(argv=None) -> int:
             for f in (base, *reruns, *slows):
                 shutil.copy2(f, args.keep / f.name)
         base_run = load(base)
-        rerun_runs, slow_runs, grown_runs = [load(r) for r in reruns], [load(r) for r in slows], [load(r) for r in grown]
-        planted = sorted(c for c in base_run.records if c.endswith("/forward")
-                         and c.split("/")[0] in {f"fastkan-{b}" for b in SLOWDOWNS})
-        result = {"threshold": args.threshold, "reruns": args.reruns, "slice": quick_slice(),
-                  "slowdowns": SLOWDOWNS, "memory_case": MEMORY_CASE, "modes": {}}
+        rerun_runs, slow_runs, grown_runs = (
+            [load(r) for r in reruns],
+            [load(r) for r in slows],
+            [load(r) for r in grown],
+        )
+        planted = sorted(
+            c
+            for c in base_run.records
+            if c.endswith("/forward") and c.split("/")[0] in {f"fastkan-{b}" for b in SLOWDOWNS}
+        )
+        result = {
+            "threshold": args.threshold,
+            "reruns": args.reruns,
+            "slice": quick_slice(),
+            "slowdowns": SLOWDOWNS,
+            "memory_case": MEMORY_CASE,
+            "modes": {},
+        }
         for name, norm in modes.items():
             same = judge(base_run, rerun_runs, args.threshold, norm)
             slow = judge(base_run, slow_runs, args.threshold, norm, planted)
@@ -142,12 +166,16 @@ def main(argv=None) -> int:
             }
     print(f"quick slice: {' '.join(result['slice'])}; threshold {args.threshold:.0%}; {args.reruns} runs each")
     for name, r in result["modes"].items():
-        print(f"{name}: unchanged code flagged in {r['false_alarm_runs']}/{args.reruns} reruns"
-              f"{' (' + ', '.join(r['false_alarm_cases']) + ')' if r['false_alarm_cases'] else ''}; "
-              f"widest interval {r['widest_interval_unchanged'][0] + ' ' + r['widest_interval_unchanged'][3] if r['widest_interval_unchanged'] else 'n/a'}")
+        print(
+            f"{name}: unchanged code flagged in {r['false_alarm_runs']}/{args.reruns} reruns"
+            f"{' (' + ', '.join(r['false_alarm_cases']) + ')' if r['false_alarm_cases'] else ''}; "
+            + (f"widest interval {w[0]} {w[3]}" if (w := r["widest_interval_unchanged"]) else "widest interval n/a")
+        )
         for case, n in r["caught"].items():
-            print(f"  planted {SLOWDOWNS[case.split('/')[0].removeprefix('fastkan-')]}x in {case}: flagged in {n}/{args.reruns}: "
-                  + "; ".join(run.get(case, "n/a") for run in r["planted_changes"]))
+            print(
+                f"  planted {SLOWDOWNS[case.split('/')[0].removeprefix('fastkan-')]}x in {case}: "
+                f"flagged in {n}/{args.reruns}: " + "; ".join(run.get(case, "n/a") for run in r["planted_changes"])
+            )
         print(f"  planted +10% saved bytes in {MEMORY_CASE}: flagged in {r['memory_caught']}/{args.reruns}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from perf.matrix.accuracy import ACCURACY_SETTINGS, AccuracyCase
 from perf.matrix.cases import Case
 from perf.matrix.configs import CONFIGS, DEVICES, DTYPES, MODES, PASSES
-from perf.matrix.models import models
-from perf.matrix.accuracy import ACCURACY_SETTINGS, AccuracyCase
 from perf.matrix.fit import FIT_SETTINGS, TASKS, FitCase
+from perf.matrix.models import models
 
 REGRESSION_EXIT_CODE = 3
 
@@ -89,7 +89,8 @@ class Selection:
         self.accuracy = config.getoption("perf_accuracy")
         if self.accuracy not in (*ACCURACY_SETTINGS, "none"):
             raise pytest.UsageError(
-                f"unknown --perf-accuracy value {self.accuracy}; valid: {', '.join(ACCURACY_SETTINGS)}, none")
+                f"unknown --perf-accuracy value {self.accuracy}; valid: {', '.join(ACCURACY_SETTINGS)}, none"
+            )
         self.models_given = config.getoption("perf_model") is not None
         self.threads = config.getoption("perf_threads")
         self.seconds = config.getoption("perf_seconds")
@@ -120,11 +121,16 @@ class Selection:
             return []
         table = models()
         # The far slower models (pykan) train only in the full setting: the default job stays short.
-        return [FitCase(m, t) for m in self.models if table[m].fit and (not table[m].small_only or self.fit == "full")
-                for t in TASKS]
+        return [
+            FitCase(m, t)
+            for m in self.models
+            if table[m].fit and (not table[m].small_only or self.fit == "full")
+            for t in TASKS
+        ]
 
     def accuracy_cases(self) -> list[AccuracyCase]:
-        """Accuracy per second, on the CPU in float32 eager mode: the setting's models (those of --perf-model, if given)."""
+        """Accuracy per second, on the CPU in float32 eager mode: the setting's models (those of
+        --perf-model, if given)."""
         if self.accuracy == "none" or "cpu" not in self.devices:
             return []
         s = ACCURACY_SETTINGS[self.accuracy]
@@ -237,8 +243,9 @@ def pytest_generate_tests(metafunc):
     if "fit_case" in metafunc.fixturenames:
         metafunc.parametrize("fit_case", [_param(c, table[c.model].missing, False) for c in selection.fit_cases()])
     if "accuracy_case" in metafunc.fixturenames:
-        metafunc.parametrize("accuracy_case",
-                             [_param(c, table[c.model].missing, False) for c in selection.accuracy_cases()])
+        metafunc.parametrize(
+            "accuracy_case", [_param(c, table[c.model].missing, False) for c in selection.accuracy_cases()]
+        )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -246,8 +253,15 @@ def pytest_collection_modifyitems(config, items):
     selection = getattr(config, "_perf_selection", None)
     if selection is None:
         return
-    empty = {name for name, cases in (("perf_case", selection.cases()), ("fit_case", selection.fit_cases()),
-                                      ("accuracy_case", selection.accuracy_cases())) if not cases}
+    empty = {
+        name
+        for name, cases in (
+            ("perf_case", selection.cases()),
+            ("fit_case", selection.fit_cases()),
+            ("accuracy_case", selection.accuracy_cases()),
+        )
+        if not cases
+    }
     drop = [item for item in items if empty & set(getattr(item, "fixturenames", ()))]
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -39,9 +39,12 @@ def _shared(plot: str | None) -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m perf.report", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[2:]))
+    p = argparse.ArgumentParser(
+        prog="python -m perf.report",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[2:]),
+    )
     sub = p.add_subparsers(dest="report", metavar="REPORT")
     for name, module in REPORTS.items():
         one = sub.add_parser(name, parents=[_shared(module.PLOT)], help=(module.__doc__ or "").split("\n")[0])
@@ -52,8 +55,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="benchmark storage (default .benchmarks)")
     c.add_argument("--threshold", type=float, default=0.10, help="relative change flagged (0.10 = 10%%)")
     c.add_argument("--normalize", metavar="MODEL", help="compare each case's time divided by MODEL's in the same run")
-    c.add_argument("--memory-threshold", type=float, default=MEMORY_THRESHOLD,
-                   help="relative memory growth flagged (default %(default)s; memory is exact)")
+    c.add_argument(
+        "--memory-threshold",
+        type=float,
+        default=MEMORY_THRESHOLD,
+        help="relative memory growth flagged (default %(default)s; memory is exact)",
+    )
     c.add_argument("--verbose", action="store_true", help="also list the changes within noise")
     return p
 
@@ -62,7 +69,7 @@ def _legacy(argv: list[str]) -> list[str]:
     """The forms before subcommands: ``[RUN ...]`` is ``table``, ``--compare A B`` is ``compare A B``."""
     if "--compare" in argv:
         i = argv.index("--compare")
-        return ["compare", *argv[:i], *argv[i + 1:]]
+        return ["compare", *argv[:i], *argv[i + 1 :]]
     if not argv or argv[0] not in (*REPORTS, "compare", "-h", "--help"):
         return ["table", *argv]
     return argv

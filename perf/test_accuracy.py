@@ -21,9 +21,18 @@ def test_accuracy(benchmark, accuracy_case, perf_accuracy, perf_threads):
             build(case.model, data.x_train.shape[1], TASKS[case.task].outputs, case.width)
         except Exception as e:
             pytest.skip(f"{case.model} cannot train {case.config}: {type(e).__name__}: {e}"[:300])
-    info = dict(model=case.model, group=spec.group, basis=spec.basis, config=case.config, device="cpu",
-                dtype="float32", mode="eager", threads=perf_threads, accuracy_settings=perf_accuracy,
-                **{"pass": "fit"})
+    info = dict(
+        model=case.model,
+        group=spec.group,
+        basis=spec.basis,
+        config=case.config,
+        device="cpu",
+        dtype="float32",
+        mode="eager",
+        threads=perf_threads,
+        accuracy_settings=perf_accuracy,
+        **{"pass": "fit"},
+    )
     # One round: the time is that of the whole protocol; the point is the metric.
     result = benchmark.pedantic(evaluate, args=(case.task, case.model, settings, case.width), rounds=1, iterations=1)
     info.update(result)

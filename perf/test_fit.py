@@ -10,13 +10,18 @@ from perf.matrix.models import models
 from perf.storage import schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def approximation(basis: str) -> dict:
     """How well the basis reproduces the cubic B-splines (8 centres), at the default and the best width."""
     rel, worst = bspline_fit_error(basis, 8)
     width, best = best_width(basis, 8)
-    return {"approx_rel_l2": rel, "approx_max": worst, "best_width": width,
-            "approx_rel_l2_best": best, "approx_max_best": bspline_fit_error(basis, 8, width=width)[1]}
+    return {
+        "approx_rel_l2": rel,
+        "approx_max": worst,
+        "best_width": width,
+        "approx_rel_l2_best": best,
+        "approx_max_best": bspline_fit_error(basis, 8, width=width)[1],
+    }
 
 
 def test_fit(benchmark, fit_case, perf_fit, perf_threads):
@@ -25,9 +30,19 @@ def test_fit(benchmark, fit_case, perf_fit, perf_threads):
     benchmark.group = f"fit-{case.task}: seconds of training (RMSE: python -m perf.report bases)"
     spec = models()[case.model]
     basis = spec.basis
-    info = dict(model=case.model, group=spec.group, basis=basis, config=f"fit-{case.task}", device="cpu", dtype="float32",
-                mode="eager", threads=perf_threads, hidden=settings.hidden, fit_settings=perf_fit,
-                **{"pass": "fit"})
+    info = dict(
+        model=case.model,
+        group=spec.group,
+        basis=basis,
+        config=f"fit-{case.task}",
+        device="cpu",
+        dtype="float32",
+        mode="eager",
+        threads=perf_threads,
+        hidden=settings.hidden,
+        fit_settings=perf_fit,
+        **{"pass": "fit"},
+    )
     if case.model.startswith("fastkan-"):
         info.update(approximation(basis))
     # One round: the time is that of the whole training, the point is its accuracy.

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from perf.matrix.peers import PEERS
 from perf.matrix.cases import Setup
 from perf.matrix.configs import CONFIGS
 from perf.matrix.models import models
+from perf.matrix.peers import PEERS
 from perf.measure.gradcheck import check_model
 from perf.measure.memory import measure
 from perf.measure.probe import VERSION as PROBE_VERSION
@@ -56,7 +56,9 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
             args, kwargs = prepare()
             run(*args, **kwargs)
         except Exception as e:
-            pytest.skip(f"{case.model} cannot run {case.config}/{case.dtype}/{case.mode}: {type(e).__name__}: {e}"[:300])
+            pytest.skip(
+                f"{case.model} cannot run {case.config}/{case.dtype}/{case.mode}: {type(e).__name__}: {e}"[:300]
+            )
     cfg = CONFIGS[case.config]
     params, trainable = setup.num_params()
     info = dict(
@@ -87,8 +89,9 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     if perf_reference and perf_reference != case.model and not models()[perf_reference].missing:
         # The reference runs just before every round of the case, so both see the
         # same machine: their ratio cancels the slow drifts of a shared runner.
-        prepare = _timing_first(prepare, reference_times,
-                                *Setup(dataclasses.replace(case, model=perf_reference)).pass_fns())
+        prepare = _timing_first(
+            prepare, reference_times, *Setup(dataclasses.replace(case, model=perf_reference)).pass_fns()
+        )
     prepare = _timing_first(prepare, probe_times, lambda: ((), {}), probe(setup.device))
 
     rounds = 1 if benchmark.disabled else _rounds(_timed(prepare, run), perf_seconds)
@@ -96,14 +99,17 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     data = benchmark.stats.stats.data if benchmark.stats else []
     if data:
         # Each timed round is preceded by its own probe (and reference) run: pair them up.
-        probes = probe_times[-len(data):]
-        info.update(probe_version=PROBE_VERSION, probe_median_s=statistics.median(probes),
-                                    probe_ratios=[c / p for c, p in zip(data, probes)])
+        probes = probe_times[-len(data) :]
+        info.update(
+            probe_version=PROBE_VERSION,
+            probe_median_s=statistics.median(probes),
+            probe_ratios=[c / p for c, p in zip(data, probes)],
+        )
     if reference_times:
-        paired = [c / r for c, r in zip(data, reference_times[-len(data):]) if r > 0] if data else []
+        paired = [c / r for c, r in zip(data, reference_times[-len(data) :]) if r > 0] if data else []
         info.update(
             reference_model=perf_reference,
-            reference_median_s=statistics.median(reference_times[-len(data):] if data else reference_times),
+            reference_median_s=statistics.median(reference_times[-len(data) :] if data else reference_times),
             reference_ratio=statistics.median(paired) if paired else None,
             reference_ratios=paired,  # every round's ratio: the comparisons bootstrap them
         )

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from test_report import MACHINE, bench
 
 from perf.matrix.accuracy import ACCURACY_SETTINGS, REFERENCE, TASKS, build, evaluate, hidden, split
 from perf.report import main
-from test_report import MACHINE, bench
 
 pytest.importorskip("sklearn", reason="the real data sets need scikit-learn (pip install 'fastkan[data]')")
 SMOKE = ACCURACY_SETTINGS["smoke"]
@@ -39,8 +39,9 @@ def test_feynman_formulas_are_the_papers():
     torch.testing.assert_close(_sinc2(a), torch.where(a == 0, torch.ones(()), torch.sin(a) ** 2 / a**2))
     x, y = TASKS["feynman-I.6.2"].load()
     theta, sigma = x[:, 0].double(), x[:, 1].double()
-    torch.testing.assert_close(y.double(), torch.exp(-theta**2 / (2 * sigma**2)) / torch.sqrt(2 * math.pi * sigma**2),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        y.double(), torch.exp(-(theta**2) / (2 * sigma**2)) / torch.sqrt(2 * math.pi * sigma**2), rtol=1e-5, atol=1e-6
+    )
     assert x[:, 1].min() >= 0.5 and x[:, 1].max() <= 2 and x[:, 0].abs().max() <= 1
 
 
@@ -69,19 +70,44 @@ def test_protocol_is_deterministic_with_sane_metrics_and_equal_time_bookkeeping(
 
 def write_accuracy(path):
     benches = []
-    rows = {"digits": {"mlp": (0.97, 0.97), "fastkan-gaussian": (0.96, 0.95), "inkan": (0.965, 0.94)},
-            "feynman-I.6.2": {"mlp": (0.30, 0.10), "fastkan-gaussian": (0.05, 0.05), "bspline": (0.2, 0.3)}}
+    rows = {
+        "digits": {"mlp": (0.97, 0.97), "fastkan-gaussian": (0.96, 0.95), "inkan": (0.965, 0.94)},
+        "feynman-I.6.2": {"mlp": (0.30, 0.10), "fastkan-gaussian": (0.05, 0.05), "bspline": (0.2, 0.3)},
+    }
     for task, models in rows.items():
         for model, (eq_time, eq_steps) in models.items():
             entry = bench(model, "fit", 100.0, config=f"acc-{task}")
             entry["extra_info"].update(
-                task=task, metric="accuracy" if task == "digits" else "RMSE", higher_is_better=task == "digits",
-                width=1, layers=[64, 129, 10], params=1000, lr=0.01, lr_grid=[0.01], steps=60, seeds=1,
-                time_per_step_s=0.002, equal_time_steps=60, equal_time_mean=eq_time, equal_time_std=0.0,
-                equal_steps_mean=eq_steps, equal_steps_std=0.0, score_mean=eq_steps)
+                task=task,
+                metric="accuracy" if task == "digits" else "RMSE",
+                higher_is_better=task == "digits",
+                width=1,
+                layers=[64, 129, 10],
+                params=1000,
+                lr=0.01,
+                lr_grid=[0.01],
+                steps=60,
+                seeds=1,
+                time_per_step_s=0.002,
+                equal_time_steps=60,
+                equal_time_mean=eq_time,
+                equal_time_std=0.0,
+                equal_steps_mean=eq_steps,
+                equal_steps_std=0.0,
+                score_mean=eq_steps,
+            )
             benches.append(entry)
-    path.write_text(json.dumps({"machine_info": MACHINE, "commit_info": {}, "benchmarks": benches,
-                                "datetime": "2026-11-29T00:00:00", "version": "5.3.1"}))
+    path.write_text(
+        json.dumps(
+            {
+                "machine_info": MACHINE,
+                "commit_info": {},
+                "benchmarks": benches,
+                "datetime": "2026-11-29T00:00:00",
+                "version": "5.3.1",
+            }
+        )
+    )
     return path
 
 
@@ -94,8 +120,10 @@ def test_report_sorts_by_the_equal_time_metric_and_names_the_best(tmp_path, caps
     assert [r.split()[0] for r in digits] == ["mlp", "inkan", "fastkan-gaussian"]  # higher accuracy first
     feyn = out.split("feynman-I.6.2: layers")[1].split("\n\n")[0].splitlines()[3:]
     assert [r.split()[0] for r in feyn] == ["fastkan-gaussian", "bspline", "mlp"]  # lower RMSE first
-    assert "digits: best at equal time: mlp (the MLP beats every KAN here); best KAN: inkan; best of ours: " \
-           "fastkan-gaussian" in out
+    assert (
+        "digits: best at equal time: mlp (the MLP beats every KAN here); best KAN: inkan; best of ours: "
+        "fastkan-gaussian" in out
+    )
     assert "feynman-I.6.2: best at equal time: fastkan-gaussian; best KAN: fastkan-gaussian" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
     empty = tmp_path / "empty.json"

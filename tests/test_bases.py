@@ -10,8 +10,15 @@ from hypothesis import strategies as st
 from fastkan import BASES, RadialBasis
 from fastkan import bases as bases_module
 from fastkan.approx import best_width, bspline_fit_error
-from fastkan.bases import (EXPONENTIAL, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES, bspline,
-                          get_basis, register)
+from fastkan.bases import (
+    EXPONENTIAL,
+    NEG_SQUARE_SCALES,
+    OF_NEG_SQUARE,
+    OF_NEG_SQUARE_DERIVATIVES,
+    bspline,
+    get_basis,
+    register,
+)
 
 # Relative L2 error of the best linear map from each basis (default width: one
 # grid spacing) to the cubic B-spline basis, on the grid's interior. Measured
@@ -115,7 +122,7 @@ def test_gaussian_bases_are_exp_on_both_sides_of_the_exp2_switch(name, p, dtype,
     d = torch.linspace(-3.5, 3.5, n, dtype=dtype).requires_grad_()
     phi = get_basis(name)(d)
     (grad,) = torch.autograd.grad(phi.sum(), d)
-    ref = torch.exp(-d.detach().double().abs() ** p)
+    ref = torch.exp(-(d.detach().double().abs() ** p))
     ref_grad = -p * d.detach().double().abs() ** (p - 1) * torch.sign(d.detach().double()) * ref
     torch.testing.assert_close(phi.double(), ref, rtol=rtol, atol=0)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=rtol * 10, atol=rtol * 1e-3)

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from test_report import MACHINE, bench
 
-from perf.stats import bootstrap as stats
 from perf.gate import main as gate
 from perf.report import main
-from test_report import MACHINE, bench
+from perf.stats import bootstrap as stats
 
 
 def rounds(median_ms, n=40, spread=0.05, seed=0, factor=1.0):
@@ -27,20 +27,36 @@ def write(path, cases, machine=MACHINE, reference=None, probe=None):
             entry["stats"]["data"] = list(data)
             entry["stats"]["rounds"] = len(data)
             if reference and model in reference:
-                entry["extra_info"].update(reference_model="mlp", reference_ratios=reference[model][p],
-                                           reference_ratio=float(np.median(reference[model][p])))
+                entry["extra_info"].update(
+                    reference_model="mlp",
+                    reference_ratios=reference[model][p],
+                    reference_ratio=float(np.median(reference[model][p])),
+                )
             if probe is not None:
                 entry["extra_info"].update(probe_version=1, probe_ratios=[t / q for t, q in zip(data, probe)])
             benches.append(entry)
-    path.write_text(json.dumps({"machine_info": machine, "commit_info": {}, "benchmarks": benches,
-                                "datetime": "2026-11-29T00:00:00", "version": "5.3.1"}))
+    path.write_text(
+        json.dumps(
+            {
+                "machine_info": machine,
+                "commit_info": {},
+                "benchmarks": benches,
+                "datetime": "2026-11-29T00:00:00",
+                "version": "5.3.1",
+            }
+        )
+    )
     return path
 
 
 def field(seed, slower=1.0, noise=0.05):
-    return {m: {p: rounds(ms, seed=seed + 10 * k + j, spread=noise, factor=slower if m == "fastkan-gaussian" else 1.0)
-                for j, p in enumerate(("forward", "backward"))}
-            for k, (m, ms) in enumerate((("fastkan-gaussian", 2.0), ("bspline", 10.0), ("mlp", 1.0)))}
+    return {
+        m: {
+            p: rounds(ms, seed=seed + 10 * k + j, spread=noise, factor=slower if m == "fastkan-gaussian" else 1.0)
+            for j, p in enumerate(("forward", "backward"))
+        }
+        for k, (m, ms) in enumerate((("fastkan-gaussian", 2.0), ("bspline", 10.0), ("mlp", 1.0)))
+    }
 
 
 def test_equal_distributions_are_not_flagged(tmp_path, capsys):
@@ -118,8 +134,12 @@ def test_runs_without_a_probe_say_so(tmp_path, capsys):
 
 
 def test_normalised_comparison_uses_the_per_round_ratios(tmp_path, capsys):
-    ref = {"fastkan-gaussian": {"forward": list(np.exp(np.random.default_rng(1).normal(np.log(2), 0.02, 30))),
-                                "backward": list(np.exp(np.random.default_rng(2).normal(np.log(4), 0.02, 30)))}}
+    ref = {
+        "fastkan-gaussian": {
+            "forward": list(np.exp(np.random.default_rng(1).normal(np.log(2), 0.02, 30))),
+            "backward": list(np.exp(np.random.default_rng(2).normal(np.log(4), 0.02, 30))),
+        }
+    }
     a = write(tmp_path / "a.json", field(0, noise=0.4), reference=ref)  # the machine was noisy, the ratio was not
     slowed = {p: [r * 1.2 for r in v] for p, v in ref["fastkan-gaussian"].items()}
     b = write(tmp_path / "b.json", field(100, noise=0.4), reference={"fastkan-gaussian": slowed})
@@ -196,7 +216,9 @@ def test_noise_judge_counts_false_alarms_planted_slowdowns_and_memory(tmp_path):
     probe = rounds(0.1, seed=7, spread=0.02)
     base = load(write(tmp_path / "base.json", field(0, noise=0.02), probe=probe))
     same = [load(write(tmp_path / f"same{i}.json", field(10 + i, noise=0.02), probe=probe)) for i in range(3)]
-    slow = [load(write(tmp_path / f"slow{i}.json", field(20 + i, slower=1.5, noise=0.02), probe=probe)) for i in range(3)]
+    slow = [
+        load(write(tmp_path / f"slow{i}.json", field(20 + i, slower=1.5, noise=0.02), probe=probe)) for i in range(3)
+    ]
     planted = ["fastkan-gaussian/seed-300k/cpu/forward"]
     quiet = judge(base, same, 0.1, None)
     assert quiet["flagged"] == [[], [], []] and quiet["widest"] is not None

@@ -20,7 +20,10 @@ def fused_only(monkeypatch, request):
 
 def run(layer, x):
     y = layer(x)
-    return (y, *torch.autograd.grad((y * torch.linspace(-1, 2, y.shape[0])[:, None]).sum(), [x, layer.spline_linear.weight]))
+    return (
+        y,
+        *torch.autograd.grad((y * torch.linspace(-1, 2, y.shape[0])[:, None]).sum(), [x, layer.spline_linear.weight]),
+    )
 
 
 # Sizes of 1 make dynamo compile specialised code (two more compilations per basis and dtype, some
@@ -29,9 +32,11 @@ def run(layer, x):
 SIZES_OF_1 = [(b, torch.float32, s) for b in ("gaussian", "expit") for s in [(1, 5), (2, 1)]]
 
 
-@pytest.mark.parametrize("basis, dtype, shape", SIZES_OF_1 + [(b, d, (37, 300)) for b in SQUARE_BASES
-                                                              for d in (torch.float32, torch.float64)],
-                         ids=lambda v: str(v).replace("torch.", "").replace(" ", ""))
+@pytest.mark.parametrize(
+    "basis, dtype, shape",
+    SIZES_OF_1 + [(b, d, (37, 300)) for b in SQUARE_BASES for d in (torch.float32, torch.float64)],
+    ids=lambda v: str(v).replace("torch.", "").replace(" ", ""),
+)
 def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, basis, dtype, shape):
     # Several bases, both dtypes and sizes of 1 in one process: each (basis, dtype) compiles
     # its own code, so none falls back to eager on dynamo's recompilation limit.
@@ -51,8 +56,10 @@ def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, b
 
 # The Gaussian with a narrow width: its grouped kernels split the 15 centres into two groups. Both
 # layouts are those of the tests around, whose compiled kernels they reuse (8 to 20 s each to compile).
-@pytest.mark.parametrize("basis, options", [(b, dict(num_grids=8)) for b in SQUARE_BASES]
-                         + [("gaussian", dict(num_grids=15, denominator=0.1))])
+@pytest.mark.parametrize(
+    "basis, options",
+    [(b, dict(num_grids=8)) for b in SQUARE_BASES] + [("gaussian", dict(num_grids=15, denominator=0.1))],
+)
 def test_compiled_one_output_gradcheck(record_calls, basis, options):
     torch.manual_seed(0)
     layer = FastKANLayer(4, 1, basis=basis, dtype=torch.float64, **options)
@@ -75,6 +82,7 @@ def test_a_failed_compilation_warns_once_and_takes_the_eager_path(monkeypatch):
     def no_compiler(fn, **options):
         def fail(*args):
             raise RuntimeError("no C++ compiler here")
+
         return fail
 
     monkeypatch.setattr(compiled, "_KERNELS", {})
@@ -129,13 +137,20 @@ def test_compiled_backward_writes_no_basis():
 # centres), several groups (a narrow width; inputs up to 50 widths outside: the clamp), and a grid
 # far from 0 (in float32, where the subtraction loses most). Each layout and dtype compiles its own
 # kernels (9 to 23 s here from an empty cache), hence only these.
-GROUPED = [(dict(num_grids=8), torch.float32), (dict(num_grids=8), torch.float64),
-           (dict(num_grids=15, denominator=0.1), torch.float32), (dict(num_grids=15, denominator=0.1), torch.float64),
-           (dict(num_grids=6, grid_min=10.0, grid_max=12.0), torch.float32)]
+GROUPED = [
+    (dict(num_grids=8), torch.float32),
+    (dict(num_grids=8), torch.float64),
+    (dict(num_grids=15, denominator=0.1), torch.float32),
+    (dict(num_grids=15, denominator=0.1), torch.float64),
+    (dict(num_grids=6, grid_min=10.0, grid_max=12.0), torch.float32),
+]
 
 
-@pytest.mark.parametrize("options, dtype", GROUPED,
-                         ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else str(v).replace("torch.", ""))
+@pytest.mark.parametrize(
+    "options, dtype",
+    GROUPED,
+    ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else str(v).replace("torch.", ""),
+)
 def test_exponential_kernels_match_the_eager_path(monkeypatch, record_calls, options, dtype):
     torch.manual_seed(0)
     layer = FastKANLayer(40, 1, use_layernorm=False, dtype=dtype, **options)

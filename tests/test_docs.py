@@ -77,8 +77,11 @@ def _pytest_perf(args: list[str]) -> None:
     plugin.pytest_addoption(shim)
     pytest_benchmark.plugin.pytest_addoption(shim)
     ns = shim.parser.parse_args(args)
-    config = type("Config", (), {"getoption": lambda self, name: getattr(ns, name),
-                                 "invocation_params": type("P", (), {"args": args})()})()
+    config = type(
+        "Config",
+        (),
+        {"getoption": lambda self, name: getattr(ns, name), "invocation_params": type("P", (), {"args": args})()},
+    )()
     plugin.Selection(config, check_cuda=False)
 
 

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from perf.reports.bases import front
-from perf.matrix.models import models
 from perf.matrix.fit import FIT_SETTINGS, TASKS, build, data, fit
+from perf.matrix.models import models
 from perf.report import main
+from perf.reports.bases import front
 
 SMOKE = FIT_SETTINGS["smoke"]
 
@@ -32,8 +32,12 @@ def test_fit_is_deterministic_and_finite():
 
 
 def test_training_reduces_the_error():
-    untrained = fit("fastkan-gaussian", "product", FIT_SETTINGS["smoke"].__class__(steps=0, seeds=1, train=256, test=256))
-    trained = fit("fastkan-gaussian", "product", FIT_SETTINGS["smoke"].__class__(steps=150, seeds=1, train=256, test=256))
+    untrained = fit(
+        "fastkan-gaussian", "product", FIT_SETTINGS["smoke"].__class__(steps=0, seeds=1, train=256, test=256)
+    )
+    trained = fit(
+        "fastkan-gaussian", "product", FIT_SETTINGS["smoke"].__class__(steps=150, seeds=1, train=256, test=256)
+    )
     assert trained["rmse_mean"] < 0.5 * untrained["rmse_mean"]
 
 
@@ -51,12 +55,25 @@ def test_pareto_front():
 
 
 def _fit_bench(model, task, rmse, seconds=1.0):
-    info = {"model": model, "config": f"fit-{task}", "device": "cpu", "pass": "fit", "dtype": "float32",
-            "mode": "eager", "task": task, "rmse": [rmse], "rmse_mean": rmse, "rmse_std": 0.0, "params": 241,
-            "steps": 300, "seeds": 1}
+    info = {
+        "model": model,
+        "config": f"fit-{task}",
+        "device": "cpu",
+        "pass": "fit",
+        "dtype": "float32",
+        "mode": "eager",
+        "task": task,
+        "rmse": [rmse],
+        "rmse_mean": rmse,
+        "rmse_std": 0.0,
+        "params": 241,
+        "steps": 300,
+        "seeds": 1,
+    }
     if model.startswith("fastkan-"):
-        info.update(approx_rel_l2=0.01, approx_max=0.02, best_width=0.9, approx_rel_l2_best=0.003,
-                    approx_max_best=0.004)
+        info.update(
+            approx_rel_l2=0.01, approx_max=0.02, best_width=0.9, approx_rel_l2_best=0.003, approx_max_best=0.004
+        )
     return {"name": model, "param": f"{model}/fit-{task}/cpu/fit", "extra_info": info, "stats": {"median": seconds}}
 
 
@@ -67,10 +84,18 @@ def _speed_bench(model, p, ms):
 
 def _bases_run(tmp_path):
     benches = []
-    for model, rmse, fwd, bwd in (("fastkan-gaussian", 0.02, 2.0, 4.0), ("fastkan-hat", 0.04, 1.0, 2.0),
-                                  ("fastkan-rswaf", 0.03, 3.0, 6.0), ("mlp", 0.05, 0.5, 0.5)):
-        benches += [_fit_bench(model, "seed", rmse), _fit_bench(model, "wave", rmse * 2),
-                    _speed_bench(model, "forward", fwd), _speed_bench(model, "backward", bwd)]
+    for model, rmse, fwd, bwd in (
+        ("fastkan-gaussian", 0.02, 2.0, 4.0),
+        ("fastkan-hat", 0.04, 1.0, 2.0),
+        ("fastkan-rswaf", 0.03, 3.0, 6.0),
+        ("mlp", 0.05, 0.5, 0.5),
+    ):
+        benches += [
+            _fit_bench(model, "seed", rmse),
+            _fit_bench(model, "wave", rmse * 2),
+            _speed_bench(model, "forward", fwd),
+            _speed_bench(model, "backward", bwd),
+        ]
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"machine_info": {"node": "box"}, "benchmarks": benches}))
     return path
@@ -79,8 +104,11 @@ def _bases_run(tmp_path):
 def test_bases_report_numbers(tmp_path, capsys):
     assert main(["bases", str(_bases_run(tmp_path))]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in
-            ("gaussian", "hat", "rswaf", "(mlp)")}
+    rows = {
+        line.split()[0]: line
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("gaussian", "hat", "rswaf", "(mlp)")
+    }
     assert "0.0200 ± 0.0000" in rows["gaussian"] and "0.0800 ± 0.0000" in rows["hat"]
     assert rows["hat"].split()[-2:] == ["0.50x", "0.50x"]
     assert rows["rswaf"].split()[-2:] == ["1.50x", "1.50x"]

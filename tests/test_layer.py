@@ -5,25 +5,26 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 
 from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, RadialBasis, matched_mlp
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 from fastkan.mlp import matched_hidden
-
 
 # Every test here runs once per evaluation path of the fused layer: the basis rebuilt in backward
 # block by block (test_backward_rebuilds_a_basis_whole_... covers it rebuilt whole), the basis kept
 # for backward (both eager), and the compiled one-output kernels (fastkan.compiled), each with the
 # small calls' path switched off, since these tests' shapes are small; and that path itself
 # (fastkan.small: the whole layer as one autograd node), taken by every call it covers.
-PATHS = {"rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD_BYTES": 0, "compiled": False},
-         "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
-         "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True},
-         "small": {"PLAIN_ELEMENTS": 1 << 40, "compiled": False},
-         "rows": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False, "rows": (1, 0.0)}}
+PATHS = {
+    "rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD_BYTES": 0, "compiled": False},
+    "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
+    "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True},
+    "small": {"PLAIN_ELEMENTS": 1 << 40, "compiled": False},
+    "rows": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False, "rows": (1, 0.0)},
+}
 
 
 @pytest.fixture(autouse=True, params=list(PATHS))
@@ -115,7 +116,9 @@ def test_device_argument():
 
 
 @pytest.mark.parametrize("basis", list(BASES))
-@pytest.mark.parametrize("batch, out", [(33, 4), (5, 40), (33, 1)], ids=["blockwise-grad-w", "one-product-grad-w", "one-output"])
+@pytest.mark.parametrize(
+    "batch, out", [(33, 4), (5, 40), (33, 1)], ids=["blockwise-grad-w", "one-product-grad-w", "one-output"]
+)
 def test_fused_path_matches_reference_float32(basis, batch, out):
     torch.manual_seed(0)
     layer = FastKANLayer(9, out, basis=basis, train_grid=True, train_denominator=True)
@@ -197,8 +200,9 @@ def test_fused_path_blocks_match_one_block(monkeypatch, fused_path, out):
 @pytest.mark.parametrize("fused, out", [(True, 2), (True, 7), (True, 1), (False, 2)])
 def test_layer_gradcheck(basis, fused, out):
     torch.manual_seed(1)
-    layer = FastKANLayer(3, out, num_grids=4, basis=basis, fused=fused, train_grid=True, train_denominator=True,
-                         dtype=torch.float64)
+    layer = FastKANLayer(
+        3, out, num_grids=4, basis=basis, fused=fused, train_grid=True, train_denominator=True, dtype=torch.float64
+    )
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     assert all(p.requires_grad for p in layer.parameters())  # grid and width included
     assert gradcheck_module(layer, x)
@@ -216,7 +220,9 @@ def test_frozen_grid_gradcheck(basis, out):
 
 
 @pytest.mark.parametrize("basis", list(BASES))
-@pytest.mark.parametrize("batch, out", [(33, 4), (5, 40), (33, 1)], ids=["blockwise-grad-w", "one-product-grad-w", "one-output"])
+@pytest.mark.parametrize(
+    "batch, out", [(33, 4), (5, 40), (33, 1)], ids=["blockwise-grad-w", "one-product-grad-w", "one-output"]
+)
 def test_frozen_grid_fused_path_matches_reference_float32(basis, batch, out):
     torch.manual_seed(0)
     layer = FastKANLayer(9, out, basis=basis, grid_min=-1.0, grid_max=3.0)
@@ -239,8 +245,9 @@ def test_other_base_activations_match_reference(activation):
     x = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
     assert gradcheck_module(layer, x)
     u = F.layer_norm(x, (6,), layer.layernorm.weight, layer.layernorm.bias)
-    expected = (F.linear(activation(x), layer.base_linear.weight, layer.base_linear.bias)
-                + F.linear(layer.basis(u).flatten(-2), layer.spline_linear.weight))
+    expected = F.linear(activation(x), layer.base_linear.weight, layer.base_linear.bias) + F.linear(
+        layer.basis(u).flatten(-2), layer.spline_linear.weight
+    )
     for fused in (True, False):
         layer.fused = fused
         torch.testing.assert_close(layer(x), expected)
@@ -334,8 +341,9 @@ def test_autograd_fallback_for_a_basis_without_derivative():
     register("test-cosine-bump", lambda d: torch.cos(d.clamp(-3, 3) * 0.5) ** 2)
     try:
         torch.manual_seed(0)
-        layer = FastKANLayer(4, 3, basis="test-cosine-bump", train_grid=True, train_denominator=True,
-                             dtype=torch.float64)
+        layer = FastKANLayer(
+            4, 3, basis="test-cosine-bump", train_grid=True, train_denominator=True, dtype=torch.float64
+        )
         assert layer.basis.derivative is None
         x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
         assert gradcheck_module(layer, x)
@@ -429,22 +437,25 @@ def test_a_fastkan_of_small_layers_is_one_node_with_every_gradient(fused_path, b
     if fused_path == "small":
         # Both layers, LayerNorms and base branches included: nothing between x, the parameters and y.
         assert y.grad_fn.name() == "_SmallLayersBackward"
-        assert {f.name() for f, _ in y.grad_fn.next_functions if f is not None} == {
-            "torch::autograd::AccumulateGrad"}
+        assert {f.name() for f, _ in y.grad_fn.next_functions if f is not None} == {"torch::autograd::AccumulateGrad"}
     else:
         assert "_SmallLayers" not in y.grad_fn.name()
 
 
-@pytest.mark.parametrize("options", [{}, {"use_base_update": False}, {"use_layernorm": False},
-                                     {"layernorm_affine": False}, {"basis": "rswaf"}],
-                         ids=["default", "no-base", "no-layernorm", "no-affine", "rswaf"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"use_base_update": False}, {"use_layernorm": False}, {"layernorm_affine": False}, {"basis": "rswaf"}],
+    ids=["default", "no-base", "no-layernorm", "no-affine", "rswaf"],
+)
 @pytest.mark.parametrize("frozen", [None, 0, 1], ids=["all-trained", "first-frozen", "last-frozen"])
 def test_a_stack_of_small_layers_matches_the_plain_composition(options, frozen):
     torch.manual_seed(4)
     model = FastKAN([5, 6, 3, 2], dtype=torch.float64, **options)  # float32 rounding would hide small errors
     if frozen is not None:
         model.layers[frozen].requires_grad_(False)
-    x = torch.randn(2, 7, 5, dtype=torch.float64)  # leading dimensions, and no input gradient: what each layer owes depends on the others
+    x = torch.randn(
+        2, 7, 5, dtype=torch.float64
+    )  # leading dimensions, and no input gradient: what each layer owes depends on the others
     results = []
     for fused in (True, False):
         for layer in model.layers:
@@ -571,7 +582,14 @@ def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(mon
     for budget in (0, 1 << 20):
         monkeypatch.setattr(fused, "WHOLE_BACKWARD_BYTES", budget)
         y = layer(x)
-        results.append((y, *torch.autograd.grad((y * torch.arange(3.0)).sum(), [x, *(p for p in layer.parameters() if p.requires_grad)])))
+        results.append(
+            (
+                y,
+                *torch.autograd.grad(
+                    (y * torch.arange(3.0)).sum(), [x, *(p for p in layer.parameters() if p.requires_grad)]
+                ),
+            )
+        )
         saved.append(saved_tensor_bytes(layer, lambda: layer(x)))
     assert steps[:2] == [3, 3] and 10 in steps[2:]  # blocks in the first backward, one whole block in the second
     assert saved[0] == saved[1]

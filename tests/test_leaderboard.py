@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from test_report import MACHINE, bench
 
 from perf.report import main
-from test_report import MACHINE, bench
 
 FIELD = {  # model -> forward ms, backward ms, saved bytes, gradient error
     "fastkan-gaussian": (2.0, 4.0, 1_000, 1e-9),
@@ -32,8 +32,17 @@ def write_field(path, configs=("mnist", "seed-300k"), missing=None, fit=None):
             entry["extra_info"].update(task=task, rmse_mean=value)
             benches.append(entry)
     machine = dict(MACHINE, perf_missing_models=missing or {})
-    path.write_text(json.dumps({"machine_info": machine, "commit_info": {}, "benchmarks": benches,
-                                "datetime": "2026-11-29T00:00:00", "version": "5.3.1"}))
+    path.write_text(
+        json.dumps(
+            {
+                "machine_info": machine,
+                "commit_info": {},
+                "benchmarks": benches,
+                "datetime": "2026-11-29T00:00:00",
+                "version": "5.3.1",
+            }
+        )
+    )
     return path
 
 
@@ -49,8 +58,11 @@ def table_rows(out: str, title: str) -> list[list[str]]:
 
 
 def test_each_configuration_is_sorted_by_total_time_with_every_column(tmp_path, capsys):
-    run = write_field(tmp_path / "run.json", missing={"chebykan": "chebykan: import failed (...); git clone ..."},
-                      fit={"inkan": {"seed": 0.02, "wave": 0.08}, "fastkan-gaussian": {"seed": 0.01, "wave": 0.04}})
+    run = write_field(
+        tmp_path / "run.json",
+        missing={"chebykan": "chebykan: import failed (...); git clone ..."},
+        fit={"inkan": {"seed": 0.02, "wave": 0.08}, "fastkan-gaussian": {"seed": 0.01, "wave": 0.04}},
+    )
     assert main(["leaderboard", str(run)]) == 0
     out = capsys.readouterr().out
     rows = table_rows(out, "mnist on cpu (float32, eager)")
@@ -62,8 +74,9 @@ def test_each_configuration_is_sorted_by_total_time_with_every_column(tmp_path, 
     assert inkan[-1] == "0.0400"  # geometric mean of 0.02 and 0.08
     gaussian = rows[4]
     assert gaussian[3] == "6.000" and gaussian[4] == "3.00" and gaussian[-1] == "0.0200"
-    assert ("fastest KAN: faster-kan; our fastest, lean-fastkan, takes 2.50x the time of the fastest peer, "
-            "faster-kan") in out
+    assert (
+        "fastest KAN: faster-kan; our fastest, lean-fastkan, takes 2.50x the time of the fastest peer, faster-kan"
+    ) in out
     assert "not measured: chebykan: import failed" in out
     assert "seed-300k on cpu (float32, eager)" in out
 
@@ -98,7 +111,8 @@ def test_plot_has_full_names_sorted_fastest_on_top(tmp_path, monkeypatch):
     (panels,) = seen
     # barh draws from the bottom: reversed, the labels read fastest first, full names.
     assert [labels[::-1] for labels in panels] == [
-        ["mlp", "faster-kan (WRONG gradients)", "inkan", "lean-fastkan", "fastkan-gaussian"]] * 2
+        ["mlp", "faster-kan (WRONG gradients)", "inkan", "lean-fastkan", "fastkan-gaussian"]
+    ] * 2
 
 
 def _goals_run(path, reference, ratios):
@@ -113,11 +127,16 @@ def _goals_run(path, reference, ratios):
 
 
 def test_goals_table_divides_ratios_to_the_same_reference(tmp_path, capsys):
-    plain = _goals_run(tmp_path / "plain.json", "plain-fastkan",
-                       {"fastkan-gaussian": (0.9, 0.9), "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)})
-    lean = _goals_run(tmp_path / "lean.json", "lean-fastkan",
-                      {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (1.2, 1.2), "inkan": (0.8, 0.8),
-                       "bare-fastkan": (0.6, 0.6)})
+    plain = _goals_run(
+        tmp_path / "plain.json",
+        "plain-fastkan",
+        {"fastkan-gaussian": (0.9, 0.9), "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)},
+    )
+    lean = _goals_run(
+        tmp_path / "lean.json",
+        "lean-fastkan",
+        {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (1.2, 1.2), "inkan": (0.8, 0.8), "bare-fastkan": (0.6, 0.6)},
+    )
     assert main(["goals", str(plain), str(lean)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist"))
     # default / plain 0.9; default / fast-kan 1.5 / 1.2; fastest peer inkan; lean / inkan 1 / 0.8;
@@ -131,18 +150,37 @@ def test_goals_over_several_pairs_gives_median_and_range(tmp_path, capsys):
     pairs = []
     # Per pair: default / plain-fastkan, then inkan's and fast-kan's ratios to lean-fastkan.
     for i, (plain_ratio, inkan, fast_kan) in enumerate([(0.9, 0.8, 1.2), (0.8, 1.25, 1.0), (1.0, 0.8, 1.5)]):
-        pairs.append(_goals_run(tmp_path / f"plain{i}.json", "plain-fastkan",
-                                {"fastkan-gaussian": (plain_ratio,) * 2, "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)}))
-        pairs.append(_goals_run(tmp_path / f"lean{i}.json", "lean-fastkan",
-                                {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (fast_kan,) * 2, "inkan": (inkan,) * 2}))
+        pairs.append(
+            _goals_run(
+                tmp_path / f"plain{i}.json",
+                "plain-fastkan",
+                {"fastkan-gaussian": (plain_ratio,) * 2, "lean-fastkan": (0.6, 0.6), "mlp": (0.3, 0.3)},
+            )
+        )
+        pairs.append(
+            _goals_run(
+                tmp_path / f"lean{i}.json",
+                "lean-fastkan",
+                {"fastkan-gaussian": (1.5, 1.5), "fast-kan": (fast_kan,) * 2, "inkan": (inkan,) * 2},
+            )
+        )
     assert main(["goals", *map(str, pairs)]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("mnist"))
     cells = [c.strip() for c in row.split("  ") if c.strip()]
     # default / fast-kan: 1.5 / 1.2, 1.5 / 1.0, 1.5 / 1.5; the fastest peer: inkan, fast-kan, inkan;
     # lean-fastkan over it: 1 / 0.8, 1 / 1.0, 1 / 0.8.
-    assert cells == ["mnist", "0.90 [0.80, 1.00]", "1.25 [1.00, 1.50]", "n/a", "inkan (2 of 3)",
-                     "1.25 [1.00, 1.25]", "n/a", "3.00 [2.67, 3.33]", "2.00 [2.00, 2.00]"]
+    assert cells == [
+        "mnist",
+        "0.90 [0.80, 1.00]",
+        "1.25 [1.00, 1.50]",
+        "n/a",
+        "inkan (2 of 3)",
+        "1.25 [1.00, 1.25]",
+        "n/a",
+        "3.00 [2.67, 3.33]",
+        "2.00 [2.00, 2.00]",
+    ]
     assert "over 3 pairs of runs" in out
     assert main(["goals", *map(str, pairs[:3])]) == 2
     assert "got 3 run(s)" in capsys.readouterr().err

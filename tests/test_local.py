@@ -58,11 +58,24 @@ def test_values_and_gradients_match_the_plain_composition(basis, width, always_l
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
 
 
-@given(basis=st.sampled_from(COMPACT), width=st.floats(0.3, 3.0), g=st.integers(2, 40), sparse=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    basis=st.sampled_from(COMPACT),
+    width=st.floats(0.3, 3.0),
+    g=st.integers(2, 40),
+    sparse=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_any_grid_and_width_matches_the_plain_composition(basis, width, g, sparse, seed):
-    layer = FastKANLayer(3, 4, num_grids=g, basis=basis, grid_min=-1.0, grid_max=2.0,
-                         denominator=width * 3.0 / (g - 1), dtype=torch.float64)
+    layer = FastKANLayer(
+        3,
+        4,
+        num_grids=g,
+        basis=basis,
+        grid_min=-1.0,
+        grid_max=2.0,
+        denominator=width * 3.0 / (g - 1),
+        dtype=torch.float64,
+    )
     u = torch.empty(16, 3, dtype=torch.float64).uniform_(-3.0, 4.0, generator=torch.Generator().manual_seed(seed))
     u.requires_grad_()
     with mock.patch.multiple(local, SPARSE_RATIO=0 if sparse else 1 << 30, SPARSE_OUTPUTS=0, SPARSE_ROWS=0):
@@ -117,8 +130,10 @@ def test_which_calls_take_it():
     assert not local.plan(u, uneven)
 
 
-@pytest.mark.parametrize("n, out, g, product", [(64, 64, 64, "EmbeddingBag"), (256, 64, 32, "_Scattered"),
-                                                (32, 64, 64, "_Scattered"), (64, 32, 64, "_Scattered")])
+@pytest.mark.parametrize(
+    "n, out, g, product",
+    [(64, 64, 64, "EmbeddingBag"), (256, 64, 32, "_Scattered"), (32, 64, 64, "_Scattered"), (64, 32, 64, "_Scattered")],
+)
 def test_which_product(n, out, g, product):
     """The sparse product for many centres per candidate (bspline: 4), many outputs and rows; else scattered."""
     layer = FastKANLayer(4, out, num_grids=g, basis="bspline")
@@ -170,8 +185,9 @@ def test_double_backward_is_refused_not_wrong(always_local):
     # Ours (at the first backward) names fused=False; torch's for embedding_bag (at the second) says
     # its derivative is not implemented.
     with pytest.raises(RuntimeError, match="no double backward|not implemented"):
-        (g,) = torch.autograd.grad(local.local_spline(x, layer.basis, layer.spline_linear.weight).sum(), x,
-                                   create_graph=True)
+        (g,) = torch.autograd.grad(
+            local.local_spline(x, layer.basis, layer.spline_linear.weight).sum(), x, create_graph=True
+        )
         g.sum().backward()
 
 

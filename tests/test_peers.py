@@ -68,8 +68,9 @@ def test_checkout_peers_load_without_shadowing_ours_or_efficient_kan(fresh_peers
     faster = tmp_path / "faster-kan"
     for folder in ("fasterkan", "fastkan", "efficient_kan"):
         (faster / folder).mkdir(parents=True)
-        (faster / folder / "__init__.py").write_text("raise ImportError('shadowed')" if folder != "fasterkan" else
-                                                     "from fasterkan.layers import FasterKAN\n")
+        (faster / folder / "__init__.py").write_text(
+            "raise ImportError('shadowed')" if folder != "fasterkan" else "from fasterkan.layers import FasterKAN\n"
+        )
     (faster / "fasterkan" / "layers.py").write_text(FAKE_FASTKAN.replace("FastKAN", "FasterKAN"))
     monkeypatch.setenv("FAST_KAN_PATH", str(fast))
     monkeypatch.setenv("FASTER_KAN_PATH", str(faster))
@@ -129,8 +130,19 @@ def test_a_planted_half_gradient_is_flagged():
     assert gradient_error(good, torch.randn(4, 3, dtype=torch.float64))[0] < TOLERANCE
 
 
-@pytest.mark.parametrize("model", ["fastkan-gaussian", "fastkan-rswaf", "fastkan-bspline", "fastkan-hat",
-                                   "lean-fastkan", "plain-fastkan", "bspline", "mlp"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "fastkan-gaussian",
+        "fastkan-rswaf",
+        "fastkan-bspline",
+        "fastkan-hat",
+        "lean-fastkan",
+        "plain-fastkan",
+        "bspline",
+        "mlp",
+    ],
+)
 def test_our_models_pass_the_correctness_column(model):
     info = check_model(model)
     assert info["grad_ok"] is True and info["grad_rel_err"] < TOLERANCE, info

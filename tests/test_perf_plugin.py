@@ -51,8 +51,12 @@ def test_matrix_is_complete(suite):
     assert ids == expected
     # Every basis, every config, both devices, every pass, and the baselines are in the matrix.
     assert {f"fastkan-{b}/seed-300k/cpu/forward" for b in BASES} <= ids
-    assert {"bspline/mnist/cuda/backward", "mlp/kanbench-10m/cpu/train-step", "efficient-kan/tiny/cpu/forward",
-            "pykan/tiny/cpu/forward"} <= ids
+    assert {
+        "bspline/mnist/cuda/backward",
+        "mlp/kanbench-10m/cpu/train-step",
+        "efficient-kan/tiny/cpu/forward",
+        "pykan/tiny/cpu/forward",
+    } <= ids
     assert not any(i.startswith("pykan/seed-300k") for i in ids)
 
 
@@ -68,18 +72,28 @@ def test_reference_models_are_the_layers_they_name():
 
 def test_opt_in_axes_extend_the_ids(suite):
     result = suite.runpytest(
-        "--collect-only", "-q", "--perf-config=tiny", "--perf-model=mlp", "--perf-device=cpu",
-        "--perf-dtype=float32,bfloat16", "--perf-mode=eager,compile",
+        "--collect-only",
+        "-q",
+        "--perf-config=tiny",
+        "--perf-model=mlp",
+        "--perf-device=cpu",
+        "--perf-dtype=float32,bfloat16",
+        "--perf-mode=eager,compile",
     )
     ids = collected_ids(result)
-    assert {"mlp/tiny/cpu/forward", "mlp/tiny/cpu/forward/bfloat16", "mlp/tiny/cpu/forward/compile",
-            "mlp/tiny/cpu/backward/bfloat16/compile"} <= ids
+    assert {
+        "mlp/tiny/cpu/forward",
+        "mlp/tiny/cpu/forward/bfloat16",
+        "mlp/tiny/cpu/forward/compile",
+        "mlp/tiny/cpu/backward/bfloat16/compile",
+    } <= ids
     assert len(ids) == 3 * 2 * 2
 
 
 def test_k_selects_a_sentence(suite):
-    result = suite.runpytest("--collect-only", "-q", "--perf-config=all", "-k",
-                             "fastkan-gaussian and seed-300k and cpu and forward")
+    result = suite.runpytest(
+        "--collect-only", "-q", "--perf-config=all", "-k", "fastkan-gaussian and seed-300k and cpu and forward"
+    )
     assert collected_ids(result) == {"fastkan-gaussian/seed-300k/cpu/forward"}
 
 
@@ -101,11 +115,17 @@ def _autosaved(suite, monkeypatch) -> list:
         monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # read by PyTorch at most once per process: harmless here
         monkeypatch.delenv("FASTKAN_COMPILE", raising=False)
         result = suite.runpytest_subprocess(
-            "--perf-config=tiny", "--perf-device=cpu", "--perf-model=fastkan-gaussian,mlp,bspline",
-            "--perf-seconds=0.01", "--perf-threads=1", "--benchmark-autosave",
+            "--perf-config=tiny",
+            "--perf-device=cpu",
+            "--perf-model=fastkan-gaussian,mlp,bspline",
+            "--perf-seconds=0.01",
+            "--perf-threads=1",
+            "--benchmark-autosave",
         )
         assert result.ret == 0
-        _BASELINE.update({p.relative_to(suite.path): p.read_text() for p in (suite.path / ".benchmarks").glob("*/*/*.json")})
+        _BASELINE.update(
+            {p.relative_to(suite.path): p.read_text() for p in (suite.path / ".benchmarks").glob("*/*/*.json")}
+        )
     for rel, text in _BASELINE.items():
         (suite.path / rel).parent.mkdir(parents=True, exist_ok=True)
         (suite.path / rel).write_text(text)
@@ -154,8 +174,12 @@ def test_regression_gate_exit_code_3(suite, monkeypatch):
             bench["stats"][key] /= 1000
     files[0].write_text(json.dumps(data))
     result = suite.runpytest_subprocess(
-        "--perf-config=tiny", "--perf-device=cpu", "--perf-model=mlp", "--perf-seconds=0.01",
-        "--benchmark-compare=0001", "--benchmark-compare-fail=median:10%",
+        "--perf-config=tiny",
+        "--perf-device=cpu",
+        "--perf-model=mlp",
+        "--perf-seconds=0.01",
+        "--benchmark-compare=0001",
+        "--benchmark-compare-fail=median:10%",
     )
     assert result.ret == 3
     result.stderr.fnmatch_lines(["*Performance has regressed*", "*mlp/tiny/cpu/forward*PercentageRegressionCheck*"])
@@ -166,8 +190,12 @@ def test_regression_gate_exit_code_3(suite, monkeypatch):
 def test_no_regression_exit_code_0(suite, monkeypatch):
     _autosaved(suite, monkeypatch)
     result = suite.runpytest_subprocess(
-        "--perf-config=tiny", "--perf-device=cpu", "--perf-model=mlp", "--perf-seconds=0.01",
-        "--benchmark-compare=0001", "--benchmark-compare-fail=median:100000%",
+        "--perf-config=tiny",
+        "--perf-device=cpu",
+        "--perf-model=mlp",
+        "--perf-seconds=0.01",
+        "--benchmark-compare=0001",
+        "--benchmark-compare-fail=median:100000%",
     )
     assert result.ret == 0
 
@@ -205,7 +233,9 @@ def test_fit_cases_cover_every_model_and_task(suite):
     suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
     result = suite.runpytest("--collect-only", "-q", "test_fitting.py")
     ids = {line.split("[", 1)[1].rstrip("]") for line in result.outlines if line.startswith("test_fitting.py::")}
-    expected = {f"{m}/fit-{t}/cpu/fit" for m, spec in models().items() if spec.fit and not spec.small_only for t in TASKS}
+    expected = {
+        f"{m}/fit-{t}/cpu/fit" for m, spec in models().items() if spec.fit and not spec.small_only for t in TASKS
+    }
     assert "plain-fastkan/fit-seed/cpu/fit" not in ids and "pykan/fit-seed/cpu/fit" not in ids
     assert ids == expected
     result = suite.runpytest("--collect-only", "-q", "test_fitting.py", "--perf-fit=none")
@@ -215,7 +245,11 @@ def test_fit_cases_cover_every_model_and_task(suite):
 def test_fit_run_records_accuracy_and_feeds_the_bases_report(suite):
     suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
     result = suite.runpytest_subprocess(
-        "test_fitting.py", "--perf-fit=smoke", "--perf-model=fastkan-gaussian,mlp", "-k", "fit-seed",
+        "test_fitting.py",
+        "--perf-fit=smoke",
+        "--perf-model=fastkan-gaussian,mlp",
+        "-k",
+        "fit-seed",
         "--benchmark-autosave",
     )
     assert result.ret == 0
@@ -233,20 +267,29 @@ def test_fit_run_records_accuracy_and_feeds_the_bases_report(suite):
 
 def test_reference_is_timed_inside_each_case(suite):
     result = suite.runpytest_subprocess(
-        "--perf-config=tiny", "--perf-device=cpu", "--perf-model=fastkan-gaussian,mlp", "--perf-reference=mlp",
-        "--perf-seconds=0.02", "--benchmark-json=new-folder/out.json",
+        "--perf-config=tiny",
+        "--perf-device=cpu",
+        "--perf-model=fastkan-gaussian,mlp",
+        "--perf-reference=mlp",
+        "--perf-seconds=0.02",
+        "--benchmark-json=new-folder/out.json",
     )
     assert result.ret == 0
-    benches = {b["param"]: b["extra_info"]
-               for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]}
+    benches = {
+        b["param"]: b["extra_info"]
+        for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]
+    }
     for p in PASSES:
         info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
         assert info["reference_model"] == "mlp" and info["reference_median_s"] > 0
         assert "reference_model" not in benches[f"mlp/tiny/cpu/{p}"]
     # Every case, the reference's own included, times the machine probe before each round.
     for case, info in benches.items():
-        data = next(b["stats"]["data"] for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]
-                    if b["param"] == case)
+        data = next(
+            b["stats"]["data"]
+            for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]
+            if b["param"] == case
+        )
         assert info["probe_version"] == 1 and info["probe_median_s"] > 0 and len(info["probe_ratios"]) == len(data)
 
 
@@ -256,13 +299,17 @@ def test_skip_summary_counts_each_reason_once():
     from perf.plugin import skip_summary
 
     def rep(case, reason):
-        return SimpleNamespace(nodeid=f"perf/test_perf.py::test_perf[{case}]", longrepr=("f.py", 1, f"Skipped: {reason}"))
+        return SimpleNamespace(
+            nodeid=f"perf/test_perf.py::test_perf[{case}]", longrepr=("f.py", 1, f"Skipped: {reason}")
+        )
 
     reports = [rep(f"mlp/tiny/cuda/{p}", "CUDA is not available on this machine") for p in ("forward", "backward")]
     reports += [rep("pykan/tiny/cpu/forward", "pykan: import failed (No module named 'yaml'); `pip install pykan`")] * 3
     lines = skip_summary(reports)
-    assert lines == ["3 pykan cases skipped: pykan: import failed (No module named 'yaml'); `pip install pykan`",
-                     "2 CUDA cases skipped: no GPU on this machine (torch sees no CUDA device)"]
+    assert lines == [
+        "3 pykan cases skipped: pykan: import failed (No module named 'yaml'); `pip install pykan`",
+        "2 CUDA cases skipped: no GPU on this machine (torch sees no CUDA device)",
+    ]
     long = skip_summary([rep("chebykan/tiny/cpu/forward", "x " * 100)])
     assert all(len(line) <= 120 for line in long) and long[1].startswith("    ")
 
@@ -278,7 +325,9 @@ def test_default_output_is_grouped_readable_and_ends_with_the_skip_summary(suite
         result.stdout.fnmatch_lines(["6 chebykan cases skipped: chebykan: import failed*"])
     else:  # without a GPU, a CUDA case skips and the summary says why
         result.assert_outcomes(passed=3, skipped=9)
-        result.stdout.fnmatch_lines(["6 chebykan cases skipped: chebykan: import failed*", "3 CUDA cases skipped: no GPU*"])
+        result.stdout.fnmatch_lines(
+            ["6 chebykan cases skipped: chebykan: import failed*", "3 CUDA cases skipped: no GPU*"]
+        )
     assert "benchmark 'tiny cpu forward'" in out and "benchmark 'tiny cpu backward'" in out
     assert out.index("why cases were skipped") > out.index("benchmark 'tiny cpu forward'")  # it ends the output
     table = [line for line in out.splitlines() if "[mlp/tiny/cpu/" in line]

@@ -12,22 +12,49 @@ MACHINE = {"node": "box", "torch": "2.13.0", "torch_threads": 1, "cuda_device": 
 
 
 def bench(model, p, median_ms, config="seed-300k", device="cpu", saved=1000, peak=2000, params=300021):
-    info = {"model": model, "config": config, "device": device, "pass": p, "dtype": "float32", "mode": "eager",
-            "batch": 100, "layers": [2, 10000, 1], "threads": 1, "params": params, "trainable_params": params - 16,
-            "saved_bytes": saved, "cpu_peak_bytes": peak}
+    info = {
+        "model": model,
+        "config": config,
+        "device": device,
+        "pass": p,
+        "dtype": "float32",
+        "mode": "eager",
+        "batch": 100,
+        "layers": [2, 10000, 1],
+        "threads": 1,
+        "params": params,
+        "trainable_params": params - 16,
+        "saved_bytes": saved,
+        "cpu_peak_bytes": peak,
+    }
     case = f"{model}/{config}/{device}/{p}"
-    return {"name": f"test_perf[{case}]", "param": case, "extra_info": info,
-            "stats": {"median": median_ms / 1e3, "min": median_ms / 1e3, "mean": median_ms / 1e3, "rounds": 5}}
+    return {
+        "name": f"test_perf[{case}]",
+        "param": case,
+        "extra_info": info,
+        "stats": {"median": median_ms / 1e3, "min": median_ms / 1e3, "mean": median_ms / 1e3, "rounds": 5},
+    }
 
 
 def write_run(path, times, machine=MACHINE, **kw):
     """times: model -> (forward ms, backward ms, saved bytes, backward peak bytes)."""
     benches = []
     for model, (f, b, saved, peak) in times.items():
-        benches += [bench(model, "forward", f, saved=saved, peak=peak, **kw),
-                    bench(model, "backward", b, saved=saved, peak=peak, **kw)]
-    path.write_text(json.dumps({"machine_info": machine, "commit_info": {}, "benchmarks": benches,
-                                "datetime": "2026-11-28T00:00:00", "version": "5.3.1"}))
+        benches += [
+            bench(model, "forward", f, saved=saved, peak=peak, **kw),
+            bench(model, "backward", b, saved=saved, peak=peak, **kw),
+        ]
+    path.write_text(
+        json.dumps(
+            {
+                "machine_info": machine,
+                "commit_info": {},
+                "benchmarks": benches,
+                "datetime": "2026-11-28T00:00:00",
+                "version": "5.3.1",
+            }
+        )
+    )
     return path
 
 
@@ -47,14 +74,21 @@ def test_table_and_claims_are_the_right_numbers(tmp_path, capsys):
     assert row.split()[1:] == ["2.000", "ms", "4.000", "ms", "1.00", "MB", "3.00", "MB", "300021", "300005"]
     f_ref, f_mlp = 10.0 / 2.0, 2.0 / 1.0
     b_ref, b_mlp = 22.0 / 4.0, 4.0 / 1.5
-    assert f"fastkan-gaussian is {f_ref:.2f}x faster than bspline and {f_mlp:.2f}x slower than mlp in forward speed" in out
-    assert f"fastkan-gaussian is {b_ref:.2f}x faster than bspline and {b_mlp:.2f}x slower than mlp in backward speed" in out
+    assert (
+        f"fastkan-gaussian is {f_ref:.2f}x faster than bspline and {f_mlp:.2f}x slower than mlp in forward speed" in out
+    )
+    assert (
+        f"fastkan-gaussian is {b_ref:.2f}x faster than bspline and {b_mlp:.2f}x slower than mlp in backward speed"
+        in out
+    )
     assert f"is {8 / 1:.2f}x smaller than bspline and {1 / 0.5:.2f}x bigger than mlp in forward memory" in out
     assert f"is {6 / 3:.2f}x smaller than bspline and {3 / 2:.2f}x bigger than mlp in backward memory" in out
     assert "reference KAN: bspline (efficient-kan was not measured)" in out
     total, ref_total, mlp_total = 2.0 + 4.0, 10.0 + 22.0, 1.0 + 1.5
-    assert (f"fastkan-gaussian forward + backward: {ref_total / total:.2f}x faster than bspline, "
-            f"{total / mlp_total:.2f}x the mlp's time, keeps {1_000_000 / 500_000:.2f}x the mlp's bytes for backward") in out
+    assert (
+        f"fastkan-gaussian forward + backward: {ref_total / total:.2f}x faster than bspline, "
+        f"{total / mlp_total:.2f}x the mlp's time, keeps {1_000_000 / 500_000:.2f}x the mlp's bytes for backward"
+    ) in out
 
 
 def test_models_option_keeps_only_those_rows(tmp_path, capsys):
@@ -107,7 +141,7 @@ def test_latest_run_in_a_storage_folder_and_by_number(tmp_path, capsys, monkeypa
         ("", "empty file"),
         ('{"machine_info": {}, "benchmarks": [', "not valid JSON"),
         ('{"hello": 1}', "not a pytest-benchmark JSON file"),
-        ('[1, 2]', "not a pytest-benchmark JSON file"),
+        ("[1, 2]", "not a pytest-benchmark JSON file"),
         ('{"machine_info": {}, "benchmarks": [{"name": "x", "stats": {"median": 1}}]}', "holds no fastkan perf cases"),
     ],
 )
@@ -186,16 +220,21 @@ def test_interleaved_ratios_are_reported(tmp_path, capsys):
     run.write_text(json.dumps(data))
     assert main([str(run)]) == 0
     out = capsys.readouterr().out
-    assert ("fastkan-gaussian forward: 0.100x the time of bspline, timed round by round "
-            "(10.00x faster than bspline)") in out
+    assert (
+        "fastkan-gaussian forward: 0.100x the time of bspline, timed round by round (10.00x faster than bspline)"
+    ) in out
     # 2 ms at 0.1x and 4 ms at 0.2x: the reference took 20 + 20 ms for the model's 6.
-    assert ("fastkan-gaussian forward + backward: 0.150x the time of bspline, timed round by round "
-            "(6.67x faster than bspline)") in out
+    assert (
+        "fastkan-gaussian forward + backward: 0.150x the time of bspline, timed round by round "
+        "(6.67x faster than bspline)"
+    ) in out
 
 
 def test_other_bases_go_into_one_ratio_table_and_verbose_gives_their_sentences(tmp_path, capsys):
-    run = write_run(tmp_path / "run.json", {**SEED, "fastkan-rswaf": (3.0, 6.0, 1_000_000, 3_000_000),
-                                            "lean-fastkan": (2.0, 2.0, 800_000, 3_000_000)})
+    run = write_run(
+        tmp_path / "run.json",
+        {**SEED, "fastkan-rswaf": (3.0, 6.0, 1_000_000, 3_000_000), "lean-fastkan": (2.0, 2.0, 800_000, 3_000_000)},
+    )
     assert main([str(run)]) == 0
     out = capsys.readouterr().out
     assert "fastkan-rswaf is" not in out  # no sentences for the other bases by default

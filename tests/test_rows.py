@@ -33,8 +33,11 @@ def grads(model, x, weights):
 
 
 @pytest.mark.parametrize("basis", SQUARE_BASES)
-@pytest.mark.parametrize("affine, input_grad", [(True, False), (False, True), (False, False)],
-                         ids=["layernorm-affine", "input-grad", "no-input-grad"])
+@pytest.mark.parametrize(
+    "affine, input_grad",
+    [(True, False), (False, True), (False, False)],
+    ids=["layernorm-affine", "input-grad", "no-input-grad"],
+)
 def test_row_blocks_match_the_feature_blocks_in_float64(monkeypatch, record_calls, basis, affine, input_grad):
     torch.manual_seed(0)
     model = FastKAN([12, 5, 3], basis=basis, layernorm_affine=affine, dtype=torch.float64)

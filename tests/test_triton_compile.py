@@ -42,7 +42,9 @@ def test_a_pairwise_cover_of_the_kernels_compiles_for_sm80_and_sm90(tmp_path):
     failed = [r for r in results if r["error"]]
     assert not failed, f"Triton {triton.__version__}: " + "\n".join(
         f"{r['kernel']} basis={r['basis']} precision={r['precision']} dtype={r['dtype']} "
-        f"config={r['config']} sm_{r['arch']}: {r['error'][:500]}" for r in failed)
+        f"config={r['config']} sm_{r['arch']}: {r['error'][:500]}"
+        for r in failed
+    )
     assert proc.returncode == 0
 
 
@@ -89,8 +91,13 @@ def test_a_planted_non_constexpr_global_fails_the_check(tmp_path):
 
 
 def test_the_command_line_reports_failures_and_refuses_the_escape_hatch(tmp_path):
-    env_proc = subprocess.run([sys.executable, "-m", "fastkan.triton_aot", "--arch", "90"], capture_output=True,
-                              text=True, cwd=ROOT, env={**os.environ, "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"})
+    env_proc = subprocess.run(
+        [sys.executable, "-m", "fastkan.triton_aot", "--arch", "90"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"},
+    )
     assert env_proc.returncode == 2 and "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS" in env_proc.stderr
     bad = _run(["--arch", "sm90"], tmp_path)
     assert bad.returncode == 2 and "--arch takes numbers" in bad.stderr

@@ -21,8 +21,8 @@ import functools
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +56,9 @@ def _sklearn(loader: str) -> Callable[[], tuple[Tensor, Tensor]]:
         try:
             import sklearn.datasets as datasets
         except ImportError:
-            raise ImportError("the accuracy tasks on real data need scikit-learn: pip install 'fastkan[data]'") from None
+            raise ImportError(
+                "the accuracy tasks on real data need scikit-learn: pip install 'fastkan[data]'"
+            ) from None
         data = getattr(datasets, loader)()
         return torch.tensor(data.data, dtype=torch.float32), torch.tensor(data.target)
 
@@ -82,30 +84,68 @@ def _sinc2(a: Tensor) -> Tensor:
 
 
 TAU = 2 * math.pi
-TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("digits", "classify", _sklearn("load_digits"), "scikit-learn digits: 1797 8x8 images", outputs=10),
-    Task("breast_cancer", "classify", _sklearn("load_breast_cancer"), "scikit-learn breast cancer: 569 x 30", outputs=2),
-    Task("diabetes", "regress", _sklearn("load_diabetes"), "scikit-learn diabetes: 442 x 10"),
-    Task("feynman-I.6.2", "regress", _feynman(
-        lambda theta, sigma: torch.exp(-theta**2 / (2 * sigma**2)) / torch.sqrt(TAU * sigma**2),
-        [(-1, 1), (0.5, 2)]), "Gaussian exp(-theta^2/(2 sigma^2)) / sqrt(2 pi sigma^2); theta in [-1,1], sigma in [0.5,2]"),
-    Task("feynman-I.9.18", "regress", _feynman(
-        lambda g, m1, m2, x1, x2, y1, y2, z1, z2: g * m1 * m2 / ((x2 - x1)**2 + (y2 - y1)**2 + (z2 - z1)**2),
-        [(-1, 1), (-1, 1), (-1, 1), (-1, -0.5), (0.5, 1), (-1, -0.5), (0.5, 1), (-1, -0.5), (0.5, 1)]),
-        "gravitation G m1 m2 / |r2 - r1|^2; G, m1, m2 in [-1,1], first points in [-1,-0.5], second in [0.5,1]"),
-    Task("feynman-I.12.11", "regress", _feynman(
-        lambda q, ef, b, v, theta: q * (ef + b * v * torch.sin(theta)),
-        [(-1, 1), (-1, 1), (-1, 1), (-1, 1), (0, TAU)]),
-        "Lorentz force q (E + B v sin theta); q, E, B, v in [-1,1], theta in [0, 2 pi]"),
-    Task("feynman-II.6.15a", "regress", _feynman(
-        lambda eps, pd, z, x, y, r: 3 / (4 * math.pi * eps) * pd * z / r**5 * torch.sqrt(x**2 + y**2),
-        [(0.5, 2), (0, 1), (0, 1), (0, 1), (0, 1), (0.5, 2)]),
-        "dipole field 3 p z sqrt(x^2 + y^2) / (4 pi eps r^5); eps, r in [0.5,2], p, z, x, y in [0,1]"),
-    Task("feynman-III.9.52", "regress", _feynman(
-        lambda pd, ef, t, hbar, w, w0: pd * ef * t / hbar * _sinc2((w - w0) * t / 2),
-        [(0, 1), (0, 1), (0, 1), (0.5, 2), (0, math.pi), (0, math.pi)]),
-        "transition probability p E t / hbar sinc^2((w - w0) t / 2); hbar in [0.5,2], w, w0 in [0, pi], others in [0,1]"),
-]}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("digits", "classify", _sklearn("load_digits"), "scikit-learn digits: 1797 8x8 images", outputs=10),
+        Task(
+            "breast_cancer",
+            "classify",
+            _sklearn("load_breast_cancer"),
+            "scikit-learn breast cancer: 569 x 30",
+            outputs=2,
+        ),
+        Task("diabetes", "regress", _sklearn("load_diabetes"), "scikit-learn diabetes: 442 x 10"),
+        Task(
+            "feynman-I.6.2",
+            "regress",
+            _feynman(
+                lambda theta, sigma: torch.exp(-(theta**2) / (2 * sigma**2)) / torch.sqrt(TAU * sigma**2),
+                [(-1, 1), (0.5, 2)],
+            ),
+            "Gaussian exp(-theta^2/(2 sigma^2)) / sqrt(2 pi sigma^2); theta in [-1,1], sigma in [0.5,2]",
+        ),
+        Task(
+            "feynman-I.9.18",
+            "regress",
+            _feynman(
+                lambda g, m1, m2, x1, x2, y1, y2, z1, z2: (
+                    g * m1 * m2 / ((x2 - x1) ** 2 + (y2 - y1) ** 2 + (z2 - z1) ** 2)
+                ),
+                [(-1, 1), (-1, 1), (-1, 1), (-1, -0.5), (0.5, 1), (-1, -0.5), (0.5, 1), (-1, -0.5), (0.5, 1)],
+            ),
+            "gravitation G m1 m2 / |r2 - r1|^2; G, m1, m2 in [-1,1], first points in [-1,-0.5], second in [0.5,1]",
+        ),
+        Task(
+            "feynman-I.12.11",
+            "regress",
+            _feynman(
+                lambda q, ef, b, v, theta: q * (ef + b * v * torch.sin(theta)),
+                [(-1, 1), (-1, 1), (-1, 1), (-1, 1), (0, TAU)],
+            ),
+            "Lorentz force q (E + B v sin theta); q, E, B, v in [-1,1], theta in [0, 2 pi]",
+        ),
+        Task(
+            "feynman-II.6.15a",
+            "regress",
+            _feynman(
+                lambda eps, pd, z, x, y, r: 3 / (4 * math.pi * eps) * pd * z / r**5 * torch.sqrt(x**2 + y**2),
+                [(0.5, 2), (0, 1), (0, 1), (0, 1), (0, 1), (0.5, 2)],
+            ),
+            "dipole field 3 p z sqrt(x^2 + y^2) / (4 pi eps r^5); eps, r in [0.5,2], p, z, x, y in [0,1]",
+        ),
+        Task(
+            "feynman-III.9.52",
+            "regress",
+            _feynman(
+                lambda pd, ef, t, hbar, w, w0: pd * ef * t / hbar * _sinc2((w - w0) * t / 2),
+                [(0, 1), (0, 1), (0, 1), (0.5, 2), (0, math.pi), (0, math.pi)],
+            ),
+            "transition probability p E t / hbar sinc^2((w - w0) t / 2); hbar in [0.5,2], w, w0 in [0, pi], "
+            "others in [0,1]",
+        ),
+    ]
+}
 
 
 @dataclass(frozen=True)
@@ -118,7 +158,7 @@ class Split:
     y_test: Tensor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def split(task: str) -> Split:
     """60/20/20 train/validation/test (Feynman: 1000/500/1000), fixed by SPLIT_SEED; standardised on train."""
     t = TASKS[task]
@@ -153,8 +193,9 @@ OURS = ("fastkan-gaussian", "fastkan-rswaf", "fastkan-inverse-quadratic", "lean-
 PEER_MODELS = ("efficient-kan", "fast-kan", "faster-kan", "flashkan", "inkan", "chebykan")
 ACCURACY_SETTINGS = {
     "smoke": AccuracySettings(("digits", "feynman-I.6.2"), ("fastkan-gaussian", "mlp"), 4, 1, (1e-2,)),
-    "quick": AccuracySettings(("digits", "feynman-I.6.2"), ("fastkan-gaussian", "lean-fastkan", "bspline", "mlp"),
-                              60, 1, (1e-2,)),
+    "quick": AccuracySettings(
+        ("digits", "feynman-I.6.2"), ("fastkan-gaussian", "lean-fastkan", "bspline", "mlp"), 60, 1, (1e-2,)
+    ),
     "full": AccuracySettings(tuple(TASKS), (*OURS, *PEER_MODELS, "mlp"), 200, 3, (3e-3, 1e-2), (1, 2)),
 }
 
@@ -191,8 +232,16 @@ class Trained:
     step_times: list[float] = field(default_factory=list)
 
 
-def train(task_name: str, model_name: str, lr: float, seed: int, steps: int, read_at: tuple[int, ...],
-          on: str = "test", width: int = 1) -> Trained:
+def train(
+    task_name: str,
+    model_name: str,
+    lr: float,
+    seed: int,
+    steps: int,
+    read_at: tuple[int, ...],
+    on: str = "test",
+    width: int = 1,
+) -> Trained:
     """Full-batch Adam for ``steps`` steps; the metric on ``on`` after each step in ``read_at``."""
     task, data = TASKS[task_name], split(task_name)
     torch.manual_seed(seed)
@@ -230,7 +279,8 @@ def reference_step_time(task: str, settings: AccuracySettings, width: int) -> fl
     key = (task, settings, width)
     if key not in _REFERENCE_TIMES:
         _REFERENCE_TIMES[key] = statistics.median(
-            step_time(train(task, REFERENCE, lr, 0, settings.steps, (), width=width)) for lr in settings.lrs)
+            step_time(train(task, REFERENCE, lr, 0, settings.steps, (), width=width)) for lr in settings.lrs
+        )
     return _REFERENCE_TIMES[key]
 
 
@@ -260,8 +310,9 @@ def evaluate(task_name: str, model_name: str, settings: AccuracySettings, width:
         equal_time_steps = max(1, int(budget_s / per_step))
     equal_steps, equal_time = [], []
     for seed in range(settings.seeds):
-        trained = train(task_name, model_name, best, seed, max(steps, equal_time_steps), (steps, equal_time_steps),
-                        width=width)
+        trained = train(
+            task_name, model_name, best, seed, max(steps, equal_time_steps), (steps, equal_time_steps), width=width
+        )
         equal_steps.append(trained.at[steps])
         equal_time.append(trained.at[equal_time_steps])
     data = split(task_name)
@@ -273,14 +324,26 @@ def evaluate(task_name: str, model_name: str, settings: AccuracySettings, width:
     mean_steps, std_steps = summary(equal_steps)
     mean_time, std_time = summary(equal_time)
     return {
-        "task": task_name, "metric": task.metric, "higher_is_better": task.higher_is_better,
-        "width": width, "layers": [data.x_train.shape[1], hidden(data.x_train.shape[1], width), task.outputs],
+        "task": task_name,
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "width": width,
+        "layers": [data.x_train.shape[1], hidden(data.x_train.shape[1], width), task.outputs],
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "lr": best, "lr_grid": list(settings.lrs), "val_by_lr": {str(k): v for k, v in val.items()},
-        "steps": steps, "seeds": settings.seeds, "time_per_step_s": per_step,
-        "budget_s": budget_s, "equal_time_steps": equal_time_steps,
-        "equal_steps": equal_steps, "equal_steps_mean": mean_steps, "equal_steps_std": std_steps,
-        "equal_time": equal_time, "equal_time_mean": mean_time, "equal_time_std": std_time,
+        "lr": best,
+        "lr_grid": list(settings.lrs),
+        "val_by_lr": {str(k): v for k, v in val.items()},
+        "steps": steps,
+        "seeds": settings.seeds,
+        "time_per_step_s": per_step,
+        "budget_s": budget_s,
+        "equal_time_steps": equal_time_steps,
+        "equal_steps": equal_steps,
+        "equal_steps_mean": mean_steps,
+        "equal_steps_std": std_steps,
+        "equal_time": equal_time,
+        "equal_time_mean": mean_time,
+        "equal_time_std": std_time,
         # what perf.compare gates: the metric at equal steps (deterministic for a seed on one machine)
         "score_mean": mean_steps,
     }

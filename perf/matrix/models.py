@@ -11,8 +11,8 @@ project's KAN, ``perf.matrix.peers``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -72,17 +72,19 @@ def mlp(shape: Shape) -> nn.Module:
 def _peer(name: str) -> Model:
     peer = PEERS[name]
     basis = {"fast-kan": "gaussian", "faster-kan": "rswaf", "chebykan": None}.get(name, "bspline")
-    return Model(name, lambda s: peer.model(s.layers, s.num_basis), "peer", basis=basis,
-                 small_only=peer.small_only, peer=name)
+    return Model(
+        name, lambda s: peer.model(s.layers, s.num_basis), "peer", basis=basis, small_only=peer.small_only, peer=name
+    )
 
 
 def _basis(b: str) -> Callable[[Shape], nn.Module]:
     return lambda s: fastkan(s, b)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def models() -> dict[str, Model]:
-    """Every model of the matrix, by name: ``fastkan-<basis>`` per registered basis, the variants, the references, the peers."""
+    """Every model of the matrix, by name: ``fastkan-<basis>`` per registered basis, the variants, the
+    references, the peers."""
     table = {f"fastkan-{b}": Model(f"fastkan-{b}", _basis(b), "fastkan", basis=b) for b in BASES}
     variants = [
         # fast-kan's own algorithm: the same model without the fused spline path.
@@ -93,8 +95,12 @@ def models() -> dict[str, Model]:
         # B-spline KANs). A speed reference, so not in the fit tasks: without LayerNorm nothing keeps a
         # hidden layer's outputs on the next layer's grid.
         Model("bare-fastkan", lambda s: fastkan(s, use_layernorm=False), "fastkan", basis="gaussian", fit=False),
-        Model("bspline", lambda s: BSplineKAN(list(s.layers), grid_size=s.num_basis - 3, spline_order=3),
-              "reference", basis="bspline"),
+        Model(
+            "bspline",
+            lambda s: BSplineKAN(list(s.layers), grid_size=s.num_basis - 3, spline_order=3),
+            "reference",
+            basis="bspline",
+        ),
         Model("mlp", mlp, "baseline"),
     ]
     table.update((m.name, m) for m in variants)

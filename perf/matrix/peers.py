@@ -23,10 +23,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -71,8 +71,9 @@ def _checkout_version(variable: str) -> str | None:
     if not root:
         return None
     try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"checkout {commit}" if commit else f"checkout {root}"
@@ -128,7 +129,7 @@ class Peer:
             return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(name: str) -> ModuleType:
     peer = PEERS[name]
     try:
@@ -156,34 +157,71 @@ _GIT = "pip install --no-deps git+https://github.com/{}"
 PEERS: dict[str, Peer] = {
     p.name: p
     for p in [
-        Peer("efficient-kan", _import("efficient_kan"),
-             lambda m, layers, g: m.KAN(layers, grid_size=g - 3, spline_order=3),
-             install=f"not on PyPI: `{_GIT.format('Blealtan/efficient-kan')}` (--no-deps keeps your torch)",
-             distribution="efficient-kan", min_basis=4),
-        Peer("fast-kan", _from_checkout("FAST_KAN_PATH", "fastkan/fastkan.py", "_peer_fast_kan"),
-             lambda m, layers, g: m.FastKAN(layers, num_grids=g),
-             install="its distribution is also named fastkan: `git clone https://github.com/ZiyaoLi/fast-kan` "
-                     "and set FAST_KAN_PATH to the checkout",
-             checkout_variable="FAST_KAN_PATH"),
-        Peer("faster-kan", _from_checkout("FASTER_KAN_PATH", "fasterkan/__init__.py", "fasterkan", package=True),
-             lambda m, layers, g: m.FasterKAN(layers, num_grids=g),
-             install="it installs over efficient-kan and fastkan: `git clone https://github.com/AthanasiosDelis/"
-                     "faster-kan` and set FASTER_KAN_PATH to the checkout",
-             checkout_variable="FASTER_KAN_PATH",
-             note="its own backward scales the input gradient by 1/h (0.5x at its defaults)"),
-        Peer("pykan", _import("kan"),
-             lambda m, layers, g: m.KAN(width=layers, grid=g - 3, k=3, seed=0, auto_save=False, device="cpu"),
-             install="`pip install pykan pyyaml pandas tqdm` (pykan 0.2.8 imports yaml, pandas and tqdm without "
-                     "declaring them)",
-             requires=("pykan", "pyyaml", "pandas", "tqdm"), distribution="pykan", small_only=True, float32_only=True, min_basis=4, to=_pykan_to),
-        Peer("flashkan", _import("flashkan"),
-             lambda m, layers, g: m.KANNetwork(layers, grid_size=g - 3, spline_order=3),
-             install="`pip install flashkan`", requires=("flashkan",), distribution="flashkan", compiles=True, min_basis=4),
-        Peer("inkan", _import("inkan"),
-             lambda m, layers, g: m.KANNetwork(layers, grid_size=g - 3, spline_order=3),
-             install="`pip install inkan`", requires=("inkan",), distribution="inkan", compiles=True, min_basis=4),
-        Peer("chebykan", _from_checkout("CHEBYKAN_PATH", "ChebyKANLayer.py", "_peer_chebykan"), _cheby,
-             install="not packaged: `git clone https://github.com/SynodicMonth/ChebyKAN` and set CHEBYKAN_PATH "
-                     "to the checkout", checkout_variable="CHEBYKAN_PATH"),
+        Peer(
+            "efficient-kan",
+            _import("efficient_kan"),
+            lambda m, layers, g: m.KAN(layers, grid_size=g - 3, spline_order=3),
+            install=f"not on PyPI: `{_GIT.format('Blealtan/efficient-kan')}` (--no-deps keeps your torch)",
+            distribution="efficient-kan",
+            min_basis=4,
+        ),
+        Peer(
+            "fast-kan",
+            _from_checkout("FAST_KAN_PATH", "fastkan/fastkan.py", "_peer_fast_kan"),
+            lambda m, layers, g: m.FastKAN(layers, num_grids=g),
+            install="its distribution is also named fastkan: `git clone https://github.com/ZiyaoLi/fast-kan` "
+            "and set FAST_KAN_PATH to the checkout",
+            checkout_variable="FAST_KAN_PATH",
+        ),
+        Peer(
+            "faster-kan",
+            _from_checkout("FASTER_KAN_PATH", "fasterkan/__init__.py", "fasterkan", package=True),
+            lambda m, layers, g: m.FasterKAN(layers, num_grids=g),
+            install="it installs over efficient-kan and fastkan: `git clone https://github.com/AthanasiosDelis/"
+            "faster-kan` and set FASTER_KAN_PATH to the checkout",
+            checkout_variable="FASTER_KAN_PATH",
+            note="its own backward scales the input gradient by 1/h (0.5x at its defaults)",
+        ),
+        Peer(
+            "pykan",
+            _import("kan"),
+            lambda m, layers, g: m.KAN(width=layers, grid=g - 3, k=3, seed=0, auto_save=False, device="cpu"),
+            install="`pip install pykan pyyaml pandas tqdm` (pykan 0.2.8 imports yaml, pandas and tqdm without "
+            "declaring them)",
+            requires=("pykan", "pyyaml", "pandas", "tqdm"),
+            distribution="pykan",
+            small_only=True,
+            float32_only=True,
+            min_basis=4,
+            to=_pykan_to,
+        ),
+        Peer(
+            "flashkan",
+            _import("flashkan"),
+            lambda m, layers, g: m.KANNetwork(layers, grid_size=g - 3, spline_order=3),
+            install="`pip install flashkan`",
+            requires=("flashkan",),
+            distribution="flashkan",
+            compiles=True,
+            min_basis=4,
+        ),
+        Peer(
+            "inkan",
+            _import("inkan"),
+            lambda m, layers, g: m.KANNetwork(layers, grid_size=g - 3, spline_order=3),
+            install="`pip install inkan`",
+            requires=("inkan",),
+            distribution="inkan",
+            compiles=True,
+            min_basis=4,
+        ),
+        Peer(
+            "chebykan",
+            _from_checkout("CHEBYKAN_PATH", "ChebyKANLayer.py", "_peer_chebykan"),
+            _cheby,
+            install="not packaged: `git clone https://github.com/SynodicMonth/ChebyKAN` and set CHEBYKAN_PATH "
+            "to the checkout",
+            checkout_variable="CHEBYKAN_PATH",
+        ),
     ]
 }

@@ -81,7 +81,7 @@ def check_model(name: str) -> dict:
     return dict(_check_model(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _check_model(name: str) -> tuple:
     from perf.matrix.configs import Shape
     from perf.matrix.models import models
@@ -90,10 +90,17 @@ def _check_model(name: str) -> tuple:
     try:
         torch.manual_seed(0)
         model = spec.build(Shape(CHECK_LAYERS)).double()
-        x = (torch.rand(CHECK_BATCH, CHECK_LAYERS[0], generator=torch.Generator().manual_seed(1),
-                        dtype=torch.float64) * 2 - 1) * 0.9
+        x = (
+            torch.rand(CHECK_BATCH, CHECK_LAYERS[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            * 2
+            - 1
+        ) * 0.9
         err, where = gradient_error(model, x)
     except Exception as e:  # a peer that cannot run in float64 is reported, never a failed run
         return (("grad_rel_err", None), ("grad_ok", None), ("grad_note", f"not checked: {type(e).__name__}: {e}"[:300]))
-    return (("grad_rel_err", err), ("grad_ok", err <= TOLERANCE), ("grad_worst_tensor", where),
-            ("grad_note", f"float64, layers {list(CHECK_LAYERS)}, batch {CHECK_BATCH}, central differences"))
+    return (
+        ("grad_rel_err", err),
+        ("grad_ok", err <= TOLERANCE),
+        ("grad_worst_tensor", where),
+        ("grad_note", f"float64, layers {list(CHECK_LAYERS)}, batch {CHECK_BATCH}, central differences"),
+    )

@@ -10,7 +10,7 @@ before it to tell the machine's drift from the code's change.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

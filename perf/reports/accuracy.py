@@ -1,6 +1,6 @@
 """``python -m perf.report accuracy``: which KAN learns best per second, task by task.
 
-    python -m perf.report accuracy [RUN ...] [--markdown] [--plot FILE]
+python -m perf.report accuracy [RUN ...] [--markdown] [--plot FILE]
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from perf.storage.runs import ReportError, Run
 from perf.reports.tables import is_ours, load_runs, md_table, text_table
+from perf.storage.runs import ReportError, Run
 from perf.storage.schema import group_of
 
 
@@ -38,13 +38,28 @@ def _pm(mean: float, std: float, metric: str) -> str:
 def table(models: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for model, info in ranked(models):
-        rows.append([model, str(info["params"]), f"{info['time_per_step_s'] * 1e3:.2f}", str(info["equal_time_steps"]),
-                     _pm(info["equal_time_mean"], info["equal_time_std"], info["metric"]),
-                     _pm(info["equal_steps_mean"], info["equal_steps_std"], info["metric"]), f"{info['lr']:g}"])
+        rows.append(
+            [
+                model,
+                str(info["params"]),
+                f"{info['time_per_step_s'] * 1e3:.2f}",
+                str(info["equal_time_steps"]),
+                _pm(info["equal_time_mean"], info["equal_time_std"], info["metric"]),
+                _pm(info["equal_steps_mean"], info["equal_steps_std"], info["metric"]),
+                f"{info['lr']:g}",
+            ]
+        )
     metric = next(iter(models.values()))["metric"]
     steps = next(iter(models.values()))["steps"]
-    header = ["model", "params", "ms/step", "steps in budget", f"{metric}, equal time",
-              f"{metric}, {steps} steps", "lr"]
+    header = [
+        "model",
+        "params",
+        "ms/step",
+        "steps in budget",
+        f"{metric}, equal time",
+        f"{metric}, {steps} steps",
+        "lr",
+    ]
     return header, rows
 
 
@@ -78,16 +93,14 @@ def plot(groups: dict[tuple[str, int], dict[str, dict]], path: Path) -> Path:
     colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(names)}
     for ax, ((task, width), models) in zip(axes.flat, groups.items()):
         for m, info in models.items():
-            ax.scatter(info["time_per_step_s"] * 1e3, info["equal_time_mean"], color=colours[m], s=30,
-                       marker=marker[m])
+            ax.scatter(info["time_per_step_s"] * 1e3, info["equal_time_mean"], color=colours[m], s=30, marker=marker[m])
         metric = next(iter(models.values()))["metric"]
         better = "higher" if next(iter(models.values()))["higher_is_better"] else "lower"
         ax.set_title(task + ("" if width == 1 else f" (x{width} wide)"), fontsize=9)
         ax.set_xlabel("time per training step, ms (log scale)")
         ax.set_ylabel(f"test {metric} ({better} is better)")
         log_axis(ax, "x")
-    handles = [plt.Line2D([], [], linestyle="", marker=marker[m],
-                          color=colours[m], label=m) for m in names]
+    handles = [plt.Line2D([], [], linestyle="", marker=marker[m], color=colours[m], label=m) for m in names]
     spare = list(axes.flat[n:])
     for ax in spare:
         ax.set_axis_off()
@@ -126,12 +139,18 @@ def run(args) -> int:
     for (task, width), models in groups.items():
         title = f"{task}" + ("" if width == 1 else f", {width}x wider") + f": layers {any_layers(models)}"
         header, body = table(models)
-        out += ([f"#### {title}", "", md_table(header, body), ""] if args.markdown else [title, text_table(header, body), ""])
+        out += (
+            [f"#### {title}", "", md_table(header, body), ""]
+            if args.markdown
+            else [title, text_table(header, body), ""]
+        )
         verdicts.append(verdict(task + ("" if width == 1 else f" (x{width})"), models))
-    notes = [f"equal time: the steps that fit in the time fastkan-gaussian takes for {any_info['steps']} steps, "
-             "from each model's median time per step here; mean ± std over "
-             f"{any_info['seeds']} seed(s); learning rate picked from {any_info['lr_grid']} on the validation split",
-             "RMSE in standard deviations of the target; accuracy on the held-out test split"]
+    notes = [
+        f"equal time: the steps that fit in the time fastkan-gaussian takes for {any_info['steps']} steps, "
+        "from each model's median time per step here; mean ± std over "
+        f"{any_info['seeds']} seed(s); learning rate picked from {any_info['lr_grid']} on the validation split",
+        "RMSE in standard deviations of the target; accuracy on the held-out test split",
+    ]
     out += [f"- {line}" for line in verdicts + notes] if args.markdown else verdicts + notes
     if args.plot is not None:
         out.append(f"figure: {args.plot}")

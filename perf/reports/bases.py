@@ -22,8 +22,12 @@ def collect(runs: list[Run], config: str | None):
                 row["fit"][rec.info["task"]] = rec.info
                 if "approx_rel_l2" in rec.info:
                     row["approx"] = rec.info
-    speed = [r for run in runs for r in run.records.values()
-             if r.device == "cpu" and r.dtype == "float32" and r.mode == "eager" and r.pass_ in ("forward", "backward")]
+    speed = [
+        r
+        for run in runs
+        for r in run.records.values()
+        if r.device == "cpu" and r.dtype == "float32" and r.mode == "eager" and r.pass_ in ("forward", "backward")
+    ]
     configs = {r.config for r in speed if r.model == "fastkan-gaussian"}
     chosen = config or next((c for c in SPEED_CONFIGS if c in configs), min(configs) if configs else None)
     if config and config not in configs:
@@ -42,8 +46,16 @@ def collect(runs: list[Run], config: str | None):
 
 def table(rows: dict, chosen: str | None):
     tasks = sorted({t for row in rows.values() for t in row["fit"]})
-    header = ["basis", "rel L2 (h=1)", "max err", "best h", "rel L2 (best h)",
-              *[f"rmse {t}" for t in tasks], "fwd vs gaussian", "bwd vs gaussian"]
+    header = [
+        "basis",
+        "rel L2 (h=1)",
+        "max err",
+        "best h",
+        "rel L2 (best h)",
+        *[f"rmse {t}" for t in tasks],
+        "fwd vs gaussian",
+        "bwd vs gaussian",
+    ]
     ref = rows.get("fastkan-gaussian", {})
     out = []
     order = sorted(rows, key=model_order)
@@ -51,10 +63,20 @@ def table(rows: dict, chosen: str | None):
         row = rows[model]
         a = row.get("approx")
         cells = [model.replace("fastkan-", "") if model.startswith("fastkan-") else f"({model})"]
-        cells += ([f"{a['approx_rel_l2']:.4f}", f"{a['approx_max']:.4f}", f"{a['best_width']:.2f}",
-                   f"{a['approx_rel_l2_best']:.4f}"] if a else ["", "", "", ""])
-        cells += [f"{row['fit'][t]['rmse_mean']:.4f} ± {row['fit'][t]['rmse_std']:.4f}" if t in row["fit"] else "n/a"
-                  for t in tasks]
+        cells += (
+            [
+                f"{a['approx_rel_l2']:.4f}",
+                f"{a['approx_max']:.4f}",
+                f"{a['best_width']:.2f}",
+                f"{a['approx_rel_l2_best']:.4f}",
+            ]
+            if a
+            else ["", "", "", ""]
+        )
+        cells += [
+            f"{row['fit'][t]['rmse_mean']:.4f} ± {row['fit'][t]['rmse_std']:.4f}" if t in row["fit"] else "n/a"
+            for t in tasks
+        ]
         for p in ("forward", "backward"):
             r = relative(row, ref, p)
             cells.append(f"{r:.2f}x" if r is not None else "n/a")
@@ -83,15 +105,18 @@ def pareto_points(rows: dict, tasks: list[str]):
         t = (relative(row, ref, "forward") * ref["forward"] + relative(row, ref, "backward") * ref["backward"]) / (
             ref["forward"] + ref["backward"]
         )
-        err = math.exp(statistics.fmean(math.log(row["fit"][k]["rmse_mean"] / ref["fit"][k]["rmse_mean"]) for k in tasks))
+        err = math.exp(
+            statistics.fmean(math.log(row["fit"][k]["rmse_mean"] / ref["fit"][k]["rmse_mean"]) for k in tasks)
+        )
         pts.append((model, t, err))
     return pts
 
 
 def front(points):
     """The points no other point beats in both time and error."""
-    return sorted((p for p in points if not any(q[1] <= p[1] and q[2] <= p[2] and q != p for q in points)),
-                  key=lambda p: p[1])
+    return sorted(
+        (p for p in points if not any(q[1] <= p[1] and q[2] <= p[2] and q != p for q in points)), key=lambda p: p[1]
+    )
 
 
 def plot(points, path: Path) -> Path:
@@ -103,16 +128,30 @@ def plot(points, path: Path) -> Path:
     markers = "osD^vP*Xh<>p"
     # One marker per model in a legend beside the axes: labels written next to points overlap.
     for k, (name, t, e) in enumerate(sorted(points, key=lambda p: p[1])):
-        ax.scatter(t, e, marker=markers[k % len(markers)], s=45, color=plt.cm.tab20(k % 20), label=name,
-                   edgecolors="black" if name.startswith("fastkan-") else "none", linewidths=0.6)
+        ax.scatter(
+            t,
+            e,
+            marker=markers[k % len(markers)],
+            s=45,
+            color=plt.cm.tab20(k % 20),
+            label=name,
+            edgecolors="black" if name.startswith("fastkan-") else "none",
+            linewidths=0.6,
+        )
     f = front(points)
     ax.plot([p[1] for p in f], [p[2] for p in f], color="tab:red", linewidth=1, label="Pareto front")
     log_axis(ax, "x")
     log_axis(ax, "y")
     ax.set_xlabel("forward + backward time, relative to fastkan-gaussian (log scale)")
     ax.set_ylabel("fit RMSE relative to fastkan-gaussian\n(geometric mean over tasks, log scale)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="model (fastest first)",
-              title_fontsize=7)
+    ax.legend(
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        title="model (fastest first)",
+        title_fontsize=7,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(plt, fig, path)
     return path
@@ -122,7 +161,9 @@ PLOT = "the speed-versus-accuracy Pareto front"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--config", default=None, help=f"configuration of the speed columns (default: first of {SPEED_CONFIGS})")
+    p.add_argument(
+        "--config", default=None, help=f"configuration of the speed columns (default: first of {SPEED_CONFIGS})"
+    )
 
 
 def run(args) -> int:
@@ -146,8 +187,11 @@ def run(args) -> int:
         f"fit: test RMSE, mean ± std over {any_fit['seeds']} seeds, {any_fit['steps']} Adam steps, "
         f"about {any_fit['params']} trainable parameters per model",
         f"speed: CPU, {chosen}, relative to fastkan-gaussian"
-        + ("; timed round by round against it (median of per-round ratios)"
-           if any(k.endswith(" ratio") for row in rows.values() for k in row) else "; ratio of medians"),
+        + (
+            "; timed round by round against it (median of per-round ratios)"
+            if any(k.endswith(" ratio") for row in rows.values() for k in row)
+            else "; ratio of medians"
+        ),
         "Pareto front (fastest for its error): " + ", ".join(m for m, _, _ in front(points)),
     ]
     if args.markdown:

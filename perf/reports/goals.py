@@ -1,4 +1,6 @@
-"""``python -m perf.report goals PLAIN_RUN LEAN_RUN [PLAIN_RUN LEAN_RUN ...]``: is the default FastKAN fastest everywhere?
+"""``python -m perf.report goals``: is the default FastKAN fastest everywhere?
+
+    python -m perf.report goals PLAIN_RUN LEAN_RUN [PLAIN_RUN LEAN_RUN ...] [--also RUN] [--markdown]
 
 PLAIN_RUN timed our models with ``--perf-reference=plain-fastkan``, LEAN_RUN the peers (with the
 default FastKAN and ``bare-fastkan``) with ``--perf-reference=lean-fastkan``; later runs given for
@@ -15,9 +17,8 @@ import statistics
 import sys
 from collections import Counter
 
-from perf.storage.runs import Record, ReportError, load, resolve
 from perf.reports.tables import group_runs, md_table, text_table
-
+from perf.storage.runs import Record, ReportError, load, resolve
 
 
 def forward_backward(passes: dict[str, Record]) -> float | None:
@@ -42,11 +43,18 @@ def ratios(plain: dict, lean: dict) -> dict[tuple, tuple[str | None, list[float 
         peers = {m: v for m, v in s.items() if v and next(iter(q[m].values())).model_group == "peer"}
         fastest = min(peers, key=peers.get) if peers else None
         g = s.get("fastkan-gaussian")
-        out[group] = (fastest, [r.get("fastkan-gaussian"), _divide(g, peers.get("fast-kan")),
-                                _divide(g, peers.get("faster-kan")), _divide(1.0, peers.get(fastest)),
-                                _divide(s.get("bare-fastkan"), peers.get(fastest)),
-                                _divide(r.get("fastkan-gaussian"), r.get("mlp")),
-                                _divide(r.get("lean-fastkan"), r.get("mlp"))])
+        out[group] = (
+            fastest,
+            [
+                r.get("fastkan-gaussian"),
+                _divide(g, peers.get("fast-kan")),
+                _divide(g, peers.get("faster-kan")),
+                _divide(1.0, peers.get(fastest)),
+                _divide(s.get("bare-fastkan"), peers.get(fastest)),
+                _divide(r.get("fastkan-gaussian"), r.get("mlp")),
+                _divide(r.get("lean-fastkan"), r.get("mlp")),
+            ],
+        )
     return out
 
 
@@ -81,23 +89,39 @@ def rows(pairs: list[tuple[dict, dict]]) -> list[list[str]]:
 
 # lean-fastkan (no LayerNorm affine) and bare-fastkan (no LayerNorm) are the like-for-like forms of
 # goal 3: the second for the peers that normalise nothing (inkan, flashkan, the B-spline KANs).
-HEADER = ["config", "default / plain-fastkan", "default / fast-kan", "default / faster-kan", "fastest peer",
-          "lean-fastkan / fastest peer", "bare-fastkan / fastest peer", "default / MLP", "lean-fastkan / MLP"]
+HEADER = [
+    "config",
+    "default / plain-fastkan",
+    "default / fast-kan",
+    "default / faster-kan",
+    "fastest peer",
+    "lean-fastkan / fastest peer",
+    "bare-fastkan / fastest peer",
+    "default / MLP",
+    "lean-fastkan / MLP",
+]
 
 
 PLOT = None  # no figure
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--also", action="append", default=[], metavar="RUN",
-                   help="a later run for the first group (one pair of runs only)")
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="a later run for the first group (one pair of runs only)",
+    )
 
 
 def run(args) -> int:
     try:
         if not args.runs or len(args.runs) % 2:
-            raise ReportError("give pairs of runs: PLAIN_RUN (--perf-reference=plain-fastkan) then LEAN_RUN "
-                              f"(--perf-reference=lean-fastkan), got {len(args.runs)} run(s)")
+            raise ReportError(
+                "give pairs of runs: PLAIN_RUN (--perf-reference=plain-fastkan) then LEAN_RUN "
+                f"(--perf-reference=lean-fastkan), got {len(args.runs)} run(s)"
+            )
         if args.also and len(args.runs) > 2:
             raise ReportError("--also adds to the first group of a single pair of runs")
         runs = [load(resolve(spec, args.storage)) for spec in args.runs]

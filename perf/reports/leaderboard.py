@@ -1,6 +1,6 @@
 """``python -m perf.report leaderboard``: every measured model of each configuration, fastest first.
 
-    python -m perf.report leaderboard [RUN ...] [--markdown] [--plot FILE]
+python -m perf.report leaderboard [RUN ...] [--markdown] [--plot FILE]
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf.measure.gradcheck import TOLERANCE
-from perf.storage.runs import Record, ReportError, Run
 from perf.reports.tables import fmt_bytes, group_runs, is_ours, load_runs, md_table, text_table
+from perf.storage.runs import Record, ReportError, Run
 
 
 @dataclass
@@ -63,9 +63,20 @@ def rows(models: dict[str, dict[str, Record]], rmse: dict[str, float]) -> list[R
         if not {"forward", "backward"} <= set(passes):
             continue
         f, b = passes["forward"], passes["backward"]
-        out.append(Row(model, f.median_s, b.median_s, f.info.get("saved_bytes"), f.info.get("params"),
-                       f.info.get("grad_rel_err"), f.info.get("grad_note"), rmse.get(model), f.info.get("peer_version"),
-                       f.model_group))
+        out.append(
+            Row(
+                model,
+                f.median_s,
+                b.median_s,
+                f.info.get("saved_bytes"),
+                f.info.get("params"),
+                f.info.get("grad_rel_err"),
+                f.info.get("grad_note"),
+                rmse.get(model),
+                f.info.get("peer_version"),
+                f.model_group,
+            )
+        )
     return sorted(out, key=lambda r: r.total_s)
 
 
@@ -76,15 +87,34 @@ def _ms(s: float) -> str:
 def table(board: list[Row]) -> tuple[list[str], list[list[str]]]:
     fastest = next((r.total_s for r in board if r.model != "mlp"), board[0].total_s)
     mlp = next((r.total_s for r in board if r.model == "mlp"), None)
-    header = ["model", "fwd ms", "bwd ms", "total ms", "x best KAN", "x MLP", "saved", "params", "gradients",
-              "fit RMSE"]
+    header = [
+        "model",
+        "fwd ms",
+        "bwd ms",
+        "total ms",
+        "x best KAN",
+        "x MLP",
+        "saved",
+        "params",
+        "gradients",
+        "fit RMSE",
+    ]
     body = []
     for r in board:
-        body.append([r.model + ("" if not r.peer_version else f" ({r.peer_version})"), _ms(r.forward_s),
-                     _ms(r.backward_s), _ms(r.total_s), f"{r.total_s / fastest:.2f}",
-                     f"{r.total_s / mlp:.2f}" if mlp else "n/a", fmt_bytes(r.saved_bytes),
-                     str(r.params) if r.params is not None else "n/a", r.gradients,
-                     f"{r.fit_rmse:.4f}" if r.fit_rmse is not None else ""])
+        body.append(
+            [
+                r.model + ("" if not r.peer_version else f" ({r.peer_version})"),
+                _ms(r.forward_s),
+                _ms(r.backward_s),
+                _ms(r.total_s),
+                f"{r.total_s / fastest:.2f}",
+                f"{r.total_s / mlp:.2f}" if mlp else "n/a",
+                fmt_bytes(r.saved_bytes),
+                str(r.params) if r.params is not None else "n/a",
+                r.gradients,
+                f"{r.fit_rmse:.4f}" if r.fit_rmse is not None else "",
+            ]
+        )
     return header, body
 
 
@@ -98,8 +128,7 @@ def summary(board: list[Row]) -> str:
     line = f"fastest KAN: {kans[0].model}"
     if ours and peers:
         o, p = ours[0], peers[0]
-        line += (f"; our fastest, {o.model}, takes {o.total_s / p.total_s:.2f}x the time of the fastest peer, "
-                 f"{p.model}")
+        line += f"; our fastest, {o.model}, takes {o.total_s / p.total_s:.2f}x the time of the fastest peer, {p.model}"
     elif not peers:
         line += "; no peer measured"
     return line
@@ -115,18 +144,22 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> Path:
     fig.suptitle("forward + backward time per step (lower is better)")
     for ax, (group, board) in zip(axes[:, 0], groups.items()):
         board = board[::-1]  # fastest at the top
-        colours = ["tab:blue" if is_ours(r.group) else "tab:gray" if r.model == "mlp" else "tab:orange"
-                   for r in board]
+        colours = ["tab:blue" if is_ours(r.group) else "tab:gray" if r.model == "mlp" else "tab:orange" for r in board]
         ys = range(len(board))
         totals = [r.total_s * 1e3 for r in board]
         ax.barh(ys, totals, color=colours)
         for y, t in zip(ys, totals):
             ax.annotate(f"{t:.3g} ms", (t, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
-        ax.set_yticks(list(ys), [r.model + (" (WRONG gradients)" if r.gradients.startswith("WRONG") else "")
-                                 for r in board], fontsize=8)
+        ax.set_yticks(
+            list(ys),
+            [r.model + (" (WRONG gradients)" if r.gradients.startswith("WRONG") else "") for r in board],
+            fontsize=8,
+        )
         config, device, dtype, mode = group
-        ax.set_title(f"{config} on {device}" + ("" if (dtype, mode) == ("float32", "eager") else f", {dtype} {mode}"),
-                     fontsize=10)
+        ax.set_title(
+            f"{config} on {device}" + ("" if (dtype, mode) == ("float32", "eager") else f", {dtype} {mode}"),
+            fontsize=10,
+        )
         ax.set_xlabel("forward + backward time, ms (log scale)")
         log_axis(ax, "x")
         ax.set_xlim(min(totals) / 1.5, max(totals) * 2.5)  # bars start inside the axis; room for the labels
@@ -154,8 +187,10 @@ def run(args) -> int:
             wanted = [c.strip() for c in args.configs.split(",")]
             unknown = [c for c in wanted if c not in {g[0] for g in groups}]
             if unknown:
-                raise ReportError(f"--configs: {', '.join(unknown)} not measured; measured: "
-                                  f"{', '.join(sorted({g[0] for g in groups}))}")
+                raise ReportError(
+                    f"--configs: {', '.join(unknown)} not measured; measured: "
+                    f"{', '.join(sorted({g[0] for g in groups}))}"
+                )
             groups = {g: b for g, b in groups.items() if g[0] in wanted}
         if not groups:
             raise ReportError(f"{runs[0].path}: no configuration with both forward and backward cases")
@@ -173,16 +208,20 @@ def run(args) -> int:
             out += [f"#### {title}", "", md_table(header, body), "", summary(board), ""]
         else:
             out += [title, text_table(header, body), summary(board), ""]
-    notes = ["times are medians, side by side in one run; x best KAN and x MLP divide forward + backward totals",
-             "saved: exact bytes of the tensors the forward pass keeps for backward",
-             "gradients: float64 gradients of inputs and every trainable parameter against central differences "
-             "(perf/gradcheck.py); WRONG (max relative error) above 1e-4",
-             "peers show their version (PyPI) or commit (checkout); "
-             "fastkan-*, lean-, bare- and plain-fastkan and bspline are this package's (perf/matrix/models.py)"]
+    notes = [
+        "times are medians, side by side in one run; x best KAN and x MLP divide forward + backward totals",
+        "saved: exact bytes of the tensors the forward pass keeps for backward",
+        "gradients: float64 gradients of inputs and every trainable parameter against central differences "
+        "(perf/gradcheck.py); WRONG (max relative error) above 1e-4",
+        "peers show their version (PyPI) or commit (checkout); "
+        "fastkan-*, lean-, bare- and plain-fastkan and bspline are this package's (perf/matrix/models.py)",
+    ]
     if tasks:
-        notes.append(f"fit RMSE: geometric mean of the test RMSE over the fit tasks {', '.join(tasks)} "
-                     "(pytest perf --perf-fit=quick)")
-    for model, why in sorted(missing.items()):
+        notes.append(
+            f"fit RMSE: geometric mean of the test RMSE over the fit tasks {', '.join(tasks)} "
+            "(pytest perf --perf-fit=quick)"
+        )
+    for _, why in sorted(missing.items()):
         notes.append(f"not measured: {why}")
     out += [f"- {n}" for n in notes] if args.markdown else notes
     if args.plot is not None:

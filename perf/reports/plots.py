@@ -80,24 +80,34 @@ def plot_times(plt, groups, path: Path) -> None:
     fig, axes = _grid(plt, len(groups), "median time per pass (lower is better)", _height(groups))
     for ax, (group, models) in zip(axes, groups.items()):
         names = list(models)
-        series = [(p, [models[m][p].median_s * 1e3 if p in models[m] else None for m in names])
-                  for p in ("forward", "backward")]
+        series = [
+            (p, [models[m][p].median_s * 1e3 if p in models[m] else None for m in names])
+            for p in ("forward", "backward")
+        ]
         _hbars(ax, names, series, "time per pass, ms (log scale)")
         ax.set_title(_label(group), fontsize=10)
     save_figure(plt, fig, path)
 
 
 def plot_ratios(plt, groups, path: Path) -> None:
-    fig, axes = _grid(plt, len(groups), "time relative to the parameter-matched MLP (lower is better; 1 = as fast)",
-                      _height(groups))
+    fig, axes = _grid(
+        plt, len(groups), "time relative to the parameter-matched MLP (lower is better; 1 = as fast)", _height(groups)
+    )
     for ax, (group, models) in zip(axes, groups.items()):
         if "mlp" not in models:
             ax.set_visible(False)
             continue
         names = [m for m in models if m != "mlp"]
-        series = [(p, [models[m][p].median_s / models["mlp"][p].median_s
-                       if p in models[m] and p in models["mlp"] else None for m in names])
-                  for p in ("forward", "backward")]
+        series = [
+            (
+                p,
+                [
+                    models[m][p].median_s / models["mlp"][p].median_s if p in models[m] and p in models["mlp"] else None
+                    for m in names
+                ],
+            )
+            for p in ("forward", "backward")
+        ]
         _hbars(ax, names, series, "time / MLP's time (log scale)")
         lo, hi = ax.get_xlim()
         ax.set_xlim(min(lo, 0.8), max(hi, 1.25))  # the "as fast as the MLP" line stays in view
@@ -120,13 +130,18 @@ def plot_sweeps(plt, groups, path: Path) -> bool:
     fig, axes = plt.subplots(2, len(sweeps), figsize=(7.5 * len(sweeps), 7), squeeze=False)
     for col, ((kind, device), points) in enumerate(sorted(sweeps.items())):
         points.sort(key=lambda t: t[0])
-        names = sorted({n for _, models in points for n in models if not n.startswith("fastkan-") or n == "fastkan-gaussian"})
+        names = sorted(
+            {n for _, models in points for n in models if not n.startswith("fastkan-") or n == "fastkan-gaussian"}
+        )
         for name in names:
             xs = [x for x, models in points if name in models and "backward" in models[name]]
             if not xs:
                 continue
-            t = [models[name]["forward"].median_s * 1e3 + models[name]["backward"].median_s * 1e3
-                 for x, models in points if x in xs]
+            t = [
+                models[name]["forward"].median_s * 1e3 + models[name]["backward"].median_s * 1e3
+                for x, models in points
+                if x in xs
+            ]
             mem = [models[name]["forward"].info.get("saved_bytes", 0) / 1e6 for x, models in points if x in xs]
             axes[0][col].plot(xs, t, marker="o", label=name)
             axes[1][col].plot(xs, mem, marker="o", label=name)

@@ -1,21 +1,27 @@
 """``python -m perf.report table``: the seed's table and its "N x faster than efficient-kan" sentences.
 
-    python -m perf.report [table] [RUN ...] [--markdown] [--plot FILE] [--models a,b] [--verbose]
+python -m perf.report [table] [RUN ...] [--markdown] [--plot FILE] [--models a,b] [--verbose]
 """
 
 from __future__ import annotations
 
 import sys
 
-from perf.storage.runs import Record, ReportError, Run
-from perf.stats.bootstrap import TooFewRounds, bootstrap
 from perf.reports.tables import fmt_bytes, group_runs, load_runs, md_table, model_order, text_table
+from perf.stats.bootstrap import TooFewRounds, bootstrap
+from perf.storage.runs import Record, ReportError, Run
 
 COLUMNS = ("forward", "backward", "forward memory", "backward memory", "num params", "num trainable params")
 
 
-def ratio_phrase(value: float | None, other: float | None, better: str, worse: str, name: str,
-                 interval: tuple[float, float] | None = None) -> str:
+def ratio_phrase(
+    value: float | None,
+    other: float | None,
+    better: str,
+    worse: str,
+    name: str,
+    interval: tuple[float, float] | None = None,
+) -> str:
     """'4.99x faster than efficient-kan' (value smaller than other) or '2.23x slower than mlp'.
 
     ``interval``: the 95% interval of value / other, shown in the phrase's own direction.
@@ -85,20 +91,30 @@ def claims(models: dict[str, dict[str, Record]], verbose: bool = False) -> tuple
     lines = []
     metrics = (
         ("forward speed", "forward", lambda p: p["forward"].median_s if "forward" in p else None, "faster", "slower"),
-        ("backward speed", "backward", lambda p: p["backward"].median_s if "backward" in p else None, "faster", "slower"),
+        (
+            "backward speed",
+            "backward",
+            lambda p: p["backward"].median_s if "backward" in p else None,
+            "faster",
+            "slower",
+        ),
         ("forward memory", None, _forward_memory, "smaller", "bigger"),
         ("backward memory", None, _backward_memory, "smaller", "bigger"),
     )
-    chosen = sorted(m for m in models if m.startswith("fastkan-")) if verbose else \
-        [m for m in ("fastkan-gaussian",) if m in models]
+    chosen = (
+        sorted(m for m in models if m.startswith("fastkan-"))
+        if verbose
+        else [m for m in ("fastkan-gaussian",) if m in models]
+    )
     for model in chosen:
         for label, pass_, get, better, worse in metrics:
             value = get(models[model])
             phrases = []
             for other in (ref, "mlp"):
                 interval = time_ratio(models[model].get(pass_), models.get(other, {}).get(pass_)) if pass_ else None
-                phrases.append(ratio_phrase(value, get(models[other]) if other in models else None, better, worse,
-                                            other, interval))
+                phrases.append(
+                    ratio_phrase(value, get(models[other]) if other in models else None, better, worse, other, interval)
+                )
             lines.append(f"{model} is {phrases[0]} and {phrases[1]} in {label}")
     lines.extend(totals(models, ref))
     lines.extend(interleaved(models))
@@ -108,8 +124,11 @@ def claims(models: dict[str, dict[str, Record]], verbose: bool = False) -> tuple
 def compact(models: dict[str, dict[str, Record]]) -> tuple[list[str], list[list[str]]]:
     """Every other FastKAN model in one table: its time relative to the reference KAN and the MLP (lower is better)."""
     ref = "efficient-kan" if "efficient-kan" in models else "bspline"
-    others = [m for m in sorted(models, key=model_order)
-              if m != "fastkan-gaussian" and next(iter(models[m].values())).model_group == "fastkan"]
+    others = [
+        m
+        for m in sorted(models, key=model_order)
+        if m != "fastkan-gaussian" and next(iter(models[m].values())).model_group == "fastkan"
+    ]
     header = ["model", f"fwd / {ref}", f"bwd / {ref}", "fwd / mlp", "bwd / mlp", "saved / mlp"]
     rows = []
     for m in others:
@@ -127,12 +146,17 @@ def compact(models: dict[str, dict[str, Record]]) -> tuple[list[str], list[list[
 def explanations(models: dict[str, dict[str, Record]]) -> list[str]:
     """Rows a reader would stop at, explained once under the table."""
     out = []
-    quick_back = [m for m, p in sorted(models.items()) if {"forward", "backward"} <= set(p) and m != "mlp"
-                  and p["backward"].median_s < p["forward"].median_s]
+    quick_back = [
+        m
+        for m, p in sorted(models.items())
+        if {"forward", "backward"} <= set(p) and m != "mlp" and p["backward"].median_s < p["forward"].median_s
+    ]
     if quick_back:
-        out.append(f"{', '.join(quick_back)}: backward shorter than forward, because the forward pass builds the "
-                   "(batch, in * basis) tensor and keeps it for backward (the forward memory column), so backward "
-                   "only multiplies; a model that rebuilds its basis in backward pays for it twice")
+        out.append(
+            f"{', '.join(quick_back)}: backward shorter than forward, because the forward pass builds the "
+            "(batch, in * basis) tensor and keeps it for backward (the forward memory column), so backward "
+            "only multiplies; a model that rebuilds its basis in backward pays for it twice"
+        )
     return out
 
 
@@ -154,16 +178,20 @@ def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
                 rounds = rec.info.get("reference_ratios") or []
                 per_pass[p] = (ratio, other, rec.median_s, rounds)
                 interval = _interval([rounds], lambda m: m)
-                out.append(f"{model} {p}: {ratio:.3f}x{interval} the time of {other}, timed round by round "
-                           f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
+                out.append(
+                    f"{model} {p}: {ratio:.3f}x{interval} the time of {other}, timed round by round "
+                    f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})"
+                )
         both = [per_pass.get(p) for p in ("forward", "backward")]
         if all(both) and both[0][1] == both[1][1]:
             other = both[0][1]
             (rf, _, tf, sf), (rb, _, tb, sb) = both
             ratio = (tf + tb) / (tf / rf + tb / rb)
-            interval = _interval([sf, sb], lambda mf, mb: (tf + tb) / (tf / mf + tb / mb))
-            out.append(f"{model} forward + backward: {ratio:.3f}x{interval} the time of {other}, timed round by round "
-                       f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})")
+            interval = _interval([sf, sb], lambda mf, mb: (tf + tb) / (tf / mf + tb / mb))  # noqa: B023 (called here)
+            out.append(
+                f"{model} forward + backward: {ratio:.3f}x{interval} the time of {other}, timed round by round "
+                f"({ratio_phrase(ratio, 1.0, 'faster', 'slower', other)})"
+            )
     return out
 
 
@@ -177,7 +205,9 @@ def totals(models: dict[str, dict[str, Record]], ref: str) -> list[str]:
     fk = models.get("fastkan-gaussian", {})
 
     def both(passes):
-        return passes["forward"].median_s + passes["backward"].median_s if {"forward", "backward"} <= set(passes) else None
+        return (
+            passes["forward"].median_s + passes["backward"].median_s if {"forward", "backward"} <= set(passes) else None
+        )
 
     t = both(fk)
     if t is None:
@@ -208,7 +238,8 @@ def render(run: Run, markdown: bool = False, only: list[str] | None = None, verb
         mem = (
             "memory: CUDA peak max_memory_allocated of each phase"
             if device == "cuda"
-            else "memory: forward = bytes saved for backward, backward = peak bytes allocated by the backward pass (both exact)"
+            else "memory: forward = bytes saved for backward, backward = peak bytes allocated by the backward pass "
+            "(both exact)"
         )
         why = explanations(models)
         c_header, c_rows = compact(models) if not verbose else ([], [])
@@ -243,7 +274,9 @@ def run(args) -> int:
         measured = {r.model for run in runs for r in run.records.values()}
         unknown = [m for m in only or [] if m not in measured]
         if unknown:
-            raise ReportError(f"--models: {', '.join(unknown)} not measured in the run(s); measured: {', '.join(sorted(measured))}")
+            raise ReportError(
+                f"--models: {', '.join(unknown)} not measured in the run(s); measured: {', '.join(sorted(measured))}"
+            )
         if args.plot is not None:
             from perf.reports.plots import plot_runs
 

@@ -10,7 +10,7 @@ fixed seed, so the same two runs always give the same interval.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -24,8 +24,13 @@ class TooFewRounds(ValueError):
     pass
 
 
-def bootstrap(samples: Sequence[Sequence[float]], statistic: Callable[..., np.ndarray], seed: int = 0,
-              resamples: int = RESAMPLES, level: float = LEVEL) -> tuple[float, float, float]:
+def bootstrap(
+    samples: Sequence[Sequence[float]],
+    statistic: Callable[..., np.ndarray],
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+) -> tuple[float, float, float]:
     """(estimate, low, high) of ``statistic(*medians)``, where each sample's median is bootstrapped on its own.
 
     ``statistic`` takes one median per sample, as numpy arrays (vectorised over resamples).
@@ -48,8 +53,9 @@ def change(a: Sequence[float], b: Sequence[float], seed: int = 0) -> tuple[float
     return bootstrap([a, b], lambda ma, mb: mb / ma - 1, seed)
 
 
-def normalised_change(a: Sequence[float], ref_a: Sequence[float], b: Sequence[float], ref_b: Sequence[float],
-                      seed: int = 0) -> tuple[float, float, float]:
+def normalised_change(
+    a: Sequence[float], ref_a: Sequence[float], b: Sequence[float], ref_b: Sequence[float], seed: int = 0
+) -> tuple[float, float, float]:
     """(median(b) / median(ref_b)) / (median(a) / median(ref_a)) - 1 and its interval."""
     return bootstrap([a, ref_a, b, ref_b], lambda ma, ra, mb, rb: (mb / rb) / (ma / ra) - 1, seed)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perf.storage.runs import Record, ReportError, Run
-from perf.stats.bootstrap import TooFewRounds, change, fmt_change, normalised_change
 from perf.reports.tables import text_table
+from perf.stats.bootstrap import TooFewRounds, change, fmt_change, normalised_change
+from perf.storage.runs import Record, ReportError, Run
 
 REGRESSED, IMPROVED, NOISE = "regressed", "improved", "within noise"
 #: memory is exact, so any growth beyond allocator slack is real
@@ -49,8 +49,9 @@ def _judge(value: float, low: float | None, high: float | None, threshold: float
 
 
 def _reference(run: Run, rec: Record, model: str) -> Record | None:
-    return next((r for r in run.records.values()
-                 if r.model == model and r.group == rec.group and r.pass_ == rec.pass_), None)
+    return next(
+        (r for r in run.records.values() if r.model == model and r.group == rec.group and r.pass_ == rec.pass_), None
+    )
 
 
 def _over_probe(a: Record, b: Record) -> tuple[float, float, float] | None:
@@ -72,12 +73,20 @@ def time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, 
                 ra, rb = a.info.get("reference_ratios"), b.info.get("reference_ratios")
                 if ra and rb:
                     est, low, high = change(ra, rb)
-                    return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold),
-                                  f"per-round ratio to {normalize}")
+                    return Change(
+                        a.id,
+                        "time",
+                        est,
+                        low,
+                        high,
+                        _judge(est, low, high, threshold),
+                        f"per-round ratio to {normalize}",
+                    )
                 ratio = lambda r: r.ratio_to(normalize) or r.median_s / r.info["reference_median_s"]  # noqa: E731
                 est = ratio(b) / ratio(a) - 1
-                return Change(a.id, "time", est, verdict=_judge(est, None, None, threshold),
-                              note="medians only: no rounds saved")
+                return Change(
+                    a.id, "time", est, verdict=_judge(est, None, None, threshold), note="medians only: no rounds saved"
+                )
             ref_a, ref_b = _reference(a_run, a, normalize), _reference(b_run, b, normalize)
             if ref_a is None or ref_b is None:
                 return Change(a.id, "time", None, verdict=NOISE, note=f"no {normalize} case to normalise by")
@@ -119,13 +128,21 @@ def exact_changes(a: Record, b: Record, threshold: float, memory_threshold: floa
     ga, gb = a.info.get("grad_ok"), b.info.get("grad_ok")
     if ga is not None and gb is not None and ga != gb:
         err = b.info.get("grad_rel_err")
-        out.append(Change(a.id, "gradients", None, verdict=REGRESSED if ga else IMPROVED,
-                          note=f"gradients turned WRONG (max rel err {err:.2g})" if ga else "gradients now ok"))
+        out.append(
+            Change(
+                a.id,
+                "gradients",
+                None,
+                verdict=REGRESSED if ga else IMPROVED,
+                note=f"gradients turned WRONG (max rel err {err:.2g})" if ga else "gradients now ok",
+            )
+        )
     return out
 
 
-def changes(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None,
-            memory_threshold: float = MEMORY_THRESHOLD) -> list[Change]:
+def changes(
+    a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None, memory_threshold: float = MEMORY_THRESHOLD
+) -> list[Change]:
     """Every measured change of every case present in both runs."""
     common = sorted(set(a.records) & set(b.records))
     if not common:
@@ -140,40 +157,64 @@ def changes(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None
     return out
 
 
-def compare(a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None, verbose: bool = False,
-            memory_threshold: float = MEMORY_THRESHOLD) -> tuple[str, bool]:
+def compare(
+    a: Run,
+    b: Run,
+    threshold: float = 0.1,
+    normalize: str | None = None,
+    verbose: bool = False,
+    memory_threshold: float = MEMORY_THRESHOLD,
+) -> tuple[str, bool]:
     """Text of the changes from run a to run b, and whether anything regressed."""
     out = [f"A: {a.describe()}", f"B: {b.describe()}"]
-    for key in ("torch", "node", "torch_cpu_capability", "cuda_device", "torch_threads", "timing_environment",
-                "malloc"):
+    for key in (
+        "torch",
+        "node",
+        "torch_cpu_capability",
+        "cuda_device",
+        "torch_threads",
+        "timing_environment",
+        "malloc",
+    ):
         # Runs saved before a key existed count as its default (an empty environment: nothing set).
         default = {} if key == "timing_environment" else None
         va, vb = a.machine_info.get(key, default), b.machine_info.get(key, default)
         if va != vb:
-            out.append(f"warning: {key} differs: {va!r} (A) vs {vb!r} (B); "
-                       "the runs may not be comparable")
+            out.append(f"warning: {key} differs: {va!r} (A) vs {vb!r} (B); the runs may not be comparable")
     found = changes(a, b, threshold, normalize, memory_threshold)
     timed = [c for c in found if c.what == "time"]
     if any(c.low is None and c.value is not None for c in timed):
-        out.append("note: some cases have no saved rounds (saved without --benchmark-save-data): their time is "
-                   "judged on medians alone, without an interval")
+        out.append(
+            "note: some cases have no saved rounds (saved without --benchmark-save-data): their time is "
+            "judged on medians alone, without an interval"
+        )
     if any(c.note == "no machine probe" for c in timed):
-        out.append("note: some cases have no machine probe (saved before perf.probe): their plain change cannot tell "
-                   "the machine's drift from the code's; compare them with --normalize mlp")
+        out.append(
+            "note: some cases have no machine probe (saved before perf.probe): their plain change cannot tell "
+            "the machine's drift from the code's; compare them with --normalize mlp"
+        )
     per = f" over {normalize}'s" if normalize else ", and so does its interval over the machine probe"
-    out.append(f"rule: time regressed or improved when its whole 95% interval lies beyond ±{threshold:.0%}{per} "
-               f"(bootstrap of the rounds); memory beyond ±{memory_threshold:.0%}; fit RMSE and accuracy-case metrics "
-               f"worse by more than {threshold:.0%}; the gradient check as measured")
+    out.append(
+        f"rule: time regressed or improved when its whole 95% interval lies beyond ±{threshold:.0%}{per} "
+        f"(bootstrap of the rounds); memory beyond ±{memory_threshold:.0%}; fit RMSE and accuracy-case metrics "
+        f"worse by more than {threshold:.0%}; the gradient check as measured"
+    )
     for verdict in (REGRESSED, IMPROVED):
         chosen = [c for c in found if c.verdict == verdict]
         out.append(f"{verdict} ({len(chosen)})" + (":" if chosen else ""))
         if chosen:
-            out.append(text_table(["case", "what", "change [95% interval]"], [[c.case, c.what, c.describe()] for c in chosen]))
+            out.append(
+                text_table(["case", "what", "change [95% interval]"], [[c.case, c.what, c.describe()] for c in chosen])
+            )
     noise = [c for c in found if c.verdict == NOISE]
-    out.append(f"within noise (not significant): {len(noise)} measurement(s)"
-               + ("" if verbose or not noise else "; --verbose lists them"))
+    out.append(
+        f"within noise (not significant): {len(noise)} measurement(s)"
+        + ("" if verbose or not noise else "; --verbose lists them")
+    )
     if verbose and noise:
-        out.append(text_table(["case", "what", "change [95% interval]"], [[c.case, c.what, c.describe()] for c in noise]))
+        out.append(
+            text_table(["case", "what", "change [95% interval]"], [[c.case, c.what, c.describe()] for c in noise])
+        )
     widest = max((c for c in timed if c.low is not None), key=lambda c: c.high - c.low, default=None)
     if widest is not None:
         out.append(f"widest interval: {widest.case} {widest.describe()}")

@@ -22,24 +22,73 @@ COMMON = ("schema", "kind", "model", "group", "basis", "config", "device", "pass
 #: the model's correctness column (perf.measure.gradcheck)
 GRADIENTS = ("grad_rel_err", "grad_ok", "grad_worst_tensor", "grad_note")
 FIELDS: dict[str, tuple[str, ...]] = {
-    "speed": COMMON + GRADIENTS + (
-        "batch", "layers", "params", "trainable_params", "compile_seconds", "peer_version", "compiles_itself",
+    "speed": COMMON
+    + GRADIENTS
+    + (
+        "batch",
+        "layers",
+        "params",
+        "trainable_params",
+        "compile_seconds",
+        "peer_version",
+        "compiles_itself",
         # memory, from an untimed pass (perf.measure.memory)
-        "saved_bytes", "cpu_peak_bytes", "peak_rss_delta", "cuda_peak_bytes",
+        "saved_bytes",
+        "cpu_peak_bytes",
+        "peak_rss_delta",
+        "cuda_peak_bytes",
         # the machine probe before every round (perf.measure.probe)
-        "probe_version", "probe_median_s", "probe_ratios",
+        "probe_version",
+        "probe_median_s",
+        "probe_ratios",
         # the reference model timed before every round (--perf-reference)
-        "reference_model", "reference_median_s", "reference_ratio", "reference_ratios",
+        "reference_model",
+        "reference_median_s",
+        "reference_ratio",
+        "reference_ratios",
     ),
-    "fit": COMMON + (
-        "hidden", "fit_settings", "task", "rmse", "rmse_mean", "rmse_std", "params", "steps", "seeds",
+    "fit": COMMON
+    + (
+        "hidden",
+        "fit_settings",
+        "task",
+        "rmse",
+        "rmse_mean",
+        "rmse_std",
+        "params",
+        "steps",
+        "seeds",
         # how well the basis reproduces the cubic B-splines (fastkan.approx)
-        "approx_rel_l2", "approx_max", "best_width", "approx_rel_l2_best", "approx_max_best",
+        "approx_rel_l2",
+        "approx_max",
+        "best_width",
+        "approx_rel_l2_best",
+        "approx_max_best",
     ),
-    "accuracy": COMMON + (
-        "accuracy_settings", "task", "metric", "higher_is_better", "width", "layers", "params", "lr", "lr_grid",
-        "val_by_lr", "steps", "seeds", "time_per_step_s", "budget_s", "equal_time_steps", "equal_steps",
-        "equal_steps_mean", "equal_steps_std", "equal_time", "equal_time_mean", "equal_time_std", "score_mean",
+    "accuracy": COMMON
+    + (
+        "accuracy_settings",
+        "task",
+        "metric",
+        "higher_is_better",
+        "width",
+        "layers",
+        "params",
+        "lr",
+        "lr_grid",
+        "val_by_lr",
+        "steps",
+        "seeds",
+        "time_per_step_s",
+        "budget_s",
+        "equal_time_steps",
+        "equal_steps",
+        "equal_steps_mean",
+        "equal_steps_std",
+        "equal_time",
+        "equal_time_mean",
+        "equal_time_std",
+        "score_mean",
     ),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
