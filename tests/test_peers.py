@@ -1,6 +1,7 @@
 """The peers' adapters: real import errors as hints, checkout loading that shadows nothing, the correctness column."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +147,14 @@ def test_a_planted_half_gradient_is_flagged():
 def test_our_models_pass_the_correctness_column(model):
     info = check_model(model)
     assert info["grad_ok"] is True and info["grad_rel_err"] < TOLERANCE, info
+
+
+def test_each_install_hint_of_a_pypi_peer_is_the_peers_extra():
+    # Following a hint must leave the peer importable: pykan 0.2.8 also needs pyyaml, pandas and tqdm.
+    tomllib = pytest.importorskip("tomllib")
+    extra = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    extra = extra["project"]["optional-dependencies"]["peers"]
+    assert {r for p in PEERS.values() for r in p.requires} == set(extra)
+    for p in PEERS.values():
+        if p.requires:
+            assert f"`pip install {' '.join(p.requires)}`" in p.install

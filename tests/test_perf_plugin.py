@@ -242,27 +242,39 @@ def test_fit_cases_cover_every_model_and_task(suite):
     assert not any("/fit-" in line for line in result.outlines)
 
 
-def test_fit_run_records_accuracy_and_feeds_the_bases_report(suite):
+def test_a_run_of_every_kind_of_case_feeds_every_report(suite, capsys):
+    # The default job's three kinds of case (speed, fit, accuracy) in one run, then every report on
+    # it: the bases report once read the accuracy cases as fit cases and crashed.
     suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
+    suite.makepyfile(test_learning="from perf.test_accuracy import test_accuracy  # noqa")
     result = suite.runpytest_subprocess(
-        "test_fitting.py",
+        "--perf-config=tiny",
+        "--perf-device=cpu",
         "--perf-fit=smoke",
+        "--perf-accuracy=smoke",
         "--perf-model=fastkan-gaussian,mlp",
+        "--perf-seconds=0.01",
         "-k",
-        "fit-seed",
+        "tiny or fit-seed or acc-feynman",
         "--benchmark-autosave",
     )
     assert result.ret == 0
     (path,) = (suite.path / ".benchmarks").glob("*/*/*.json")
     benches = {b["param"]: b["extra_info"] for b in json.loads(path.read_text())["benchmarks"]}
-    assert set(benches) == {"fastkan-gaussian/fit-seed/cpu/fit", "mlp/fit-seed/cpu/fit"}
+    kinds = {case: info["kind"] for case, info in benches.items()}
+    assert set(kinds.values()) == {"speed", "fit", "accuracy"}
+    assert all(info["schema"] == 2 and info["group"] in ("fastkan", "baseline") for info in benches.values())
     gauss = benches["fastkan-gaussian/fit-seed/cpu/fit"]
     assert len(gauss["rmse"]) == 2 and gauss["rmse_mean"] > 0 and gauss["steps"] == 5
     assert 0 < gauss["approx_rel_l2"] < 0.02 and gauss["approx_rel_l2_best"] < gauss["approx_rel_l2"]
     assert "approx_rel_l2" not in benches["mlp/fit-seed/cpu/fit"]
-    from perf.report import main
+    from perf.report import REPORTS, main
 
-    assert main(["bases", str(path)]) == 0
+    for report in REPORTS:
+        args = [report, str(path), str(path)] if report == "goals" else [report, str(path)]
+        assert main(args) == 0, report
+        assert "Traceback" not in capsys.readouterr().err
+    assert main(["compare", str(path), str(path)]) == 0
 
 
 def test_reference_is_timed_inside_each_case(suite):
