@@ -14,13 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from perf.matrix import user
 from perf.matrix.accuracy import ACCURACY_SETTINGS, AccuracyCase
 from perf.matrix.cases import Case
 from perf.matrix.configs import CONFIGS, DEVICES, DTYPES, MODES, PASSES
 from perf.matrix.fit import FIT_SETTINGS, TASKS, FitCase
-from perf.matrix.models import models
+from perf.matrix.models import models, sync_bases
 
 REGRESSION_EXIT_CODE = 3
+
+
+def pytest_addhooks(pluginmanager):
+    from perf import hooks
+
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser):
@@ -71,10 +78,33 @@ def _choose(config, option: str, known, default=None) -> list[str]:
     return names
 
 
+class _Options:
+    """``config.getoption`` with the user's models and ad-hoc configurations resolved to names."""
+
+    def __init__(self, config):
+        self.config = config
+        self.values = {}
+        try:
+            raw = config.getoption("perf_model")
+            if raw is not None and raw.strip() != "all":
+                self.values["perf_model"] = ",".join(
+                    user.from_spec(n).name if ":" in n else n for n in (s.strip() for s in raw.split(",")) if n
+                )
+            raw = config.getoption("perf_config")
+            if raw is not None and raw.strip() != "all":
+                self.values["perf_config"] = ",".join(user.configs_from_option(raw))
+        except user.UserError as e:
+            raise pytest.UsageError(str(e)) from None
+
+    def getoption(self, name):
+        return self.values[name] if name in self.values else self.config.getoption(name)
+
+
 class Selection:
     """What the options ask for, checked once per session."""
 
     def __init__(self, config, check_cuda: bool = True):
+        config = _Options(config)
         self.configs = _choose(config, "perf_config", CONFIGS, [n for n, c in CONFIGS.items() if c.default])
         self.devices = _choose(config, "perf_device", DEVICES)
         self.models = _choose(config, "perf_model", models())
@@ -135,6 +165,7 @@ class Selection:
             return []
         s = ACCURACY_SETTINGS[self.accuracy]
         chosen = [m for m in s.models if not self.models_given or m in self.models]
+        chosen += [m for m in self.models if models()[m].group == "user" and models()[m].fit and m not in chosen]
         return [AccuracyCase(m, t, w) for w in s.widths for t in s.tasks for m in chosen]
 
     def device_kind(self) -> str:
@@ -210,6 +241,14 @@ def readable_defaults(config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     readable_defaults(config)
+    # A project's own models, bases and configurations (perf/hooks.py), before the options name them.
+    registry = user.Registry()
+    try:
+        config.hook.pytest_perf_models(registry=registry)
+        config.hook.pytest_perf_configs(registry=registry)
+    except user.UserError as e:
+        raise pytest.UsageError(str(e)) from None
+    sync_bases()
     selection = config._perf_selection = Selection(config)
     torch.set_num_threads(selection.threads)
     config._perf_malloc = pin_malloc()

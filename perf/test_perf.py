@@ -46,10 +46,10 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
         torch._dynamo.reset()  # each case pays, and records, its own compilation
     benchmark.group = f"{case.config} {case.device} {case.pass_}"
     spec = models()[case.model]
-    if spec.peer is None:
+    if spec.group not in ("peer", "user"):
         setup = Setup(case)
     else:
-        # A peer that cannot run this case (an API limit, an error) is a skip, never a failure.
+        # Another project's model that cannot run this case (an API limit, an error) is a skip, never a failure.
         try:
             setup = Setup(case)
             prepare, run = setup.pass_fns()

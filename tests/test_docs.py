@@ -29,16 +29,34 @@ def test_the_readme_fits_on_a_few_screens():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
 
 
-def commands() -> list[list[str]]:
-    """Every ``pytest perf`` and ``python -m perf.*`` line of the README's command blocks, as arguments."""
+def commands() -> list[tuple[Path, list[str]]]:
+    """Every ``pytest [perf] --perf-...`` and ``python -m perf.*`` line of the README's command blocks:
+    (the folder it runs in, after any ``cd`` of its block; its words)."""
     out = []
     for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S):
+        folder = ROOT
         for line in block.replace("\\\n", " ").splitlines():
             for part in line.split("#")[0].split("&&"):
                 words = shlex.split(part)
-                if words[:2] == ["pytest", "perf"] or words[:2] == ["python", "-m"] and words[2].startswith("perf"):
-                    out.append(words)
+                if words[:1] == ["cd"]:
+                    folder = folder / words[1]
+                elif words[:1] == ["pytest"] or words[:2] == ["python", "-m"] and words[2].startswith("perf"):
+                    out.append((folder, words))
     return out
+
+
+@pytest.fixture
+def pristine_registry():
+    """The models, configurations and bases as they were: a command's hooks and models add to them."""
+    from fastkan import BASES
+    from perf.matrix.configs import CONFIGS
+    from perf.matrix.models import models
+
+    saved = [(d, dict(d)) for d in (BASES, CONFIGS, models())]
+    yield
+    for d, copy in saved:
+        d.clear()
+        d.update(copy)
 
 
 class _Group:
@@ -67,11 +85,23 @@ class _Parser:
         pass
 
 
-def _pytest_perf(args: list[str]) -> None:
-    """Parse a ``pytest perf`` command line as the suite would, and check its --perf-* names."""
+def _pytest_perf(args: list[str], folder: Path = ROOT) -> None:
+    """Parse a ``pytest perf`` command line as the suite would in ``folder`` (its conftest's hooks
+    run, as pytest would run them), and check its --perf-* names."""
+    import importlib.util
+
     import pytest_benchmark.plugin
 
     from perf import plugin
+    from perf.matrix import models, user
+
+    if folder != ROOT and (folder / "conftest.py").exists():
+        spec = importlib.util.spec_from_file_location("_readme_conftest", folder / "conftest.py")
+        conftest = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(conftest)
+        for hook in ("pytest_perf_models", "pytest_perf_configs"):
+            getattr(conftest, hook, lambda registry: None)(user.Registry())
+        models.sync_bases()
 
     shim = _Parser()
     plugin.pytest_addoption(shim)
@@ -85,15 +115,18 @@ def _pytest_perf(args: list[str]) -> None:
     plugin.Selection(config, check_cuda=False)
 
 
-def test_the_readme_shows_commands_and_each_one_parses():
+def test_the_readme_shows_commands_and_each_one_parses(pristine_registry, monkeypatch):
     from perf import gate, noise, report
 
     found = commands()
-    assert any(c[:2] == ["pytest", "perf"] for c in found) and any("perf.report" in c for c in found)
-    for words in found:
+    assert any(c[:2] == ["pytest", "perf"] for _, c in found) and any("perf.report" in c for _, c in found)
+    assert any(folder != ROOT for folder, _ in found)  # the example's, in its own folder
+    for folder, words in found:
+        monkeypatch.chdir(folder)
+        monkeypatch.syspath_prepend(str(folder))
         try:
             if words[0] == "pytest":
-                _pytest_perf(words[2:])
+                _pytest_perf(words[1:] if words[1:2] != ["perf"] else words[2:], folder)
             else:
                 module = {"perf.report": report, "perf.gate": gate, "perf.noise": noise}[words[2]]
                 args = words[3:]

@@ -81,6 +81,8 @@ def build(model: str, settings: FitSettings) -> nn.Module:
     # (2 and 3: fast-kan refuses LayerNorm over a single hidden unit).
     with torch.random.fork_rng():  # the sizing models must not move the seed of the model trained
         p2, p3 = trainable(spec.build(shape(settings, 2))), trainable(spec.build(shape(settings, 3)))
+    if p3 == p2:  # parameters that do not grow with the width: the FastKAN's width
+        return spec.build(shape(settings))
     return spec.build(shape(settings, max(2, round(2 + (budget - p2) / (p3 - p2)))))
 
 

@@ -3,9 +3,10 @@
 A model is a name, a group and a ``build(shape)`` that returns a network for a ``Shape`` (layer
 sizes, basis functions per edge, grid options). ``fastkan-<basis>`` exists for every basis of
 ``fastkan.BASES`` at the moment the registry is first asked for, so a basis registered before that
-appears everywhere. Groups: ``fastkan`` (this package's layer, every basis and variant),
-``reference`` (our exact B-spline KAN), ``baseline`` (the parameter-matched MLP), ``peer`` (another
-project's KAN, ``perf.matrix.peers``).
+appears everywhere (and one registered later, once ``sync_bases`` runs). Groups: ``fastkan`` (this
+package's layer, every basis and variant), ``reference`` (our exact B-spline KAN), ``baseline`` (the
+parameter-matched MLP), ``peer`` (another project's KAN, ``perf.matrix.peers``), ``user`` (a model
+added from the command line or a ``pytest_perf_models`` hook, ``perf.matrix.user``).
 """
 
 from __future__ import annotations
@@ -81,12 +82,12 @@ def _basis(b: str) -> Callable[[Shape], nn.Module]:
     return lambda s: fastkan(s, b)
 
 
-@functools.cache
-def models() -> dict[str, Model]:
-    """Every model of the matrix, by name: ``fastkan-<basis>`` per registered basis, the variants, the
-    references, the peers."""
-    table = {f"fastkan-{b}": Model(f"fastkan-{b}", _basis(b), "fastkan", basis=b) for b in BASES}
-    variants = [
+_TABLE: dict[str, Model] = {}
+_BUILT: list[bool] = []  # whether the built-in models are in _TABLE
+
+
+def _builtin() -> list[Model]:
+    return [
         # fast-kan's own algorithm: the same model without the fused spline path.
         Model("plain-fastkan", lambda s: fastkan(s, fused=False), "fastkan", basis="gaussian", fit=False),
         # LayerNorm without scale and shift: no input gradient in the first layer.
@@ -102,15 +103,40 @@ def models() -> dict[str, Model]:
             basis="bspline",
         ),
         Model("mlp", mlp, "baseline"),
+        *(_peer(name) for name in PEERS),
     ]
-    table.update((m.name, m) for m in variants)
-    table.update((name, _peer(name)) for name in PEERS)
-    return table
+
+
+def models() -> dict[str, Model]:
+    """Every model of the matrix, by name: ``fastkan-<basis>`` per registered basis, the variants, the
+    references, the peers, and the models added with ``add`` (a user's, ``perf.matrix.user``)."""
+    if not _BUILT:
+        _BUILT.append(True)
+        sync_bases()
+        _TABLE.update((m.name, m) for m in _builtin() if m.name not in _TABLE)
+    return _TABLE
+
+
+def sync_bases() -> list[str]:
+    """Add ``fastkan-<basis>`` for every basis registered since (``fastkan.register``); the names added."""
+    models()
+    added = [f"fastkan-{b}" for b in BASES if f"fastkan-{b}" not in _TABLE]
+    for name in added:
+        b = name.removeprefix("fastkan-")
+        _TABLE[name] = Model(name, _basis(b), "fastkan", basis=b)
+    return added
+
+
+def add(model: Model) -> None:
+    """Put ``model`` in the registry (replacing one of the same name): it joins every kind of case."""
+    if not model.name or any(c in model.name for c in "/[] ,="):
+        raise ValueError(f"model name {model.name!r}: a case id needs a name without '/', '[', ']', ',', '=' or spaces")
+    models()[model.name] = model
 
 
 def names(group: str) -> tuple[str, ...]:
     """The registry's models of one group, in registry order."""
-    if group not in GROUPS:
+    if group not in (*GROUPS, "user"):
         raise ValueError(f"unknown model group {group!r}; valid: {', '.join(GROUPS)}")
     return tuple(n for n, m in models().items() if m.group == group)
 

@@ -119,17 +119,19 @@ def table(board: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def summary(board: list[Row]) -> str:
-    """Who is fastest, and our best model's margin over the fastest peer."""
-    kans = [r for r in board if r.model != "mlp"]
+    """Who is fastest, and our best model's margin over the fastest other KAN (a peer's or the user's)."""
+    kans = [r for r in board if r.group != "baseline"]
     ours = [r for r in kans if is_ours(r.group)]
-    peers = [r for r in kans if not is_ours(r.group)]
+    others = [r for r in kans if not is_ours(r.group)]
     if not kans:
         return "no KAN measured"
     line = f"fastest KAN: {kans[0].model}"
-    if ours and peers:
-        o, p = ours[0], peers[0]
-        line += f"; our fastest, {o.model}, takes {o.total_s / p.total_s:.2f}x the time of the fastest peer, {p.model}"
-    elif not peers:
+    if ours and others:
+        o, p = ours[0], others[0]
+        what = "peer" if p.group == "peer" else "other KAN"
+        ratio = o.total_s / p.total_s
+        line += f"; our fastest, {o.model}, takes {ratio:.2f}x the time of the fastest {what}, {p.model}"
+    elif not others:
         line += "; no peer measured"
     return line
 
@@ -212,7 +214,7 @@ def run(args) -> int:
         "times are medians, side by side in one run; x best KAN and x MLP divide forward + backward totals",
         "saved: exact bytes of the tensors the forward pass keeps for backward",
         "gradients: float64 gradients of inputs and every trainable parameter against central differences "
-        "(perf/gradcheck.py); WRONG (max relative error) above 1e-4",
+        "(perf/measure/gradcheck.py); WRONG (max relative error) above 1e-4",
         "peers show their version (PyPI) or commit (checkout); "
         "fastkan-*, lean-, bare- and plain-fastkan and bspline are this package's (perf/matrix/models.py)",
     ]
