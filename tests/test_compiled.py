@@ -30,11 +30,29 @@ def run(layer, x):
 # 5 to 10 s each from an empty cache): they run for the grouped kernels (the Gaussian) and the general
 # ones (expit) in float32; every basis and dtype runs a general size.
 SIZES_OF_1 = [(b, torch.float32, s) for b in ("gaussian", "expit") for s in [(1, 5), (2, 1)]]
+# The default run compiles one layout of each kernel kind (grouped: the Gaussian; general: expit);
+# every other basis and dtype compiles its own kernels, 3 to 8 s each from an empty cache, and runs
+# in the exhaustive step (pytest -m exhaustive; .ci/run runs it).
+DEFAULT = {
+    ("gaussian", torch.float32, (1, 5)),
+    ("expit", torch.float32, (2, 1)),
+    ("gaussian", torch.float32, (37, 300)),
+    ("expit", torch.float64, (37, 300)),
+}
+
+
+def exhaustive(*values, keep: bool = False):
+    return pytest.param(*values, marks=() if keep else pytest.mark.exhaustive)
 
 
 @pytest.mark.parametrize(
     "basis, dtype, shape",
-    SIZES_OF_1 + [(b, d, (37, 300)) for b in SQUARE_BASES for d in (torch.float32, torch.float64)],
+    [exhaustive(*v, keep=v in DEFAULT) for v in SIZES_OF_1]
+    + [
+        exhaustive(b, d, (37, 300), keep=(b, d, (37, 300)) in DEFAULT)
+        for b in SQUARE_BASES
+        for d in (torch.float32, torch.float64)
+    ],
     ids=lambda v: str(v).replace("torch.", "").replace(" ", ""),
 )
 def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, basis, dtype, shape):
@@ -58,7 +76,8 @@ def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, b
 # layouts are those of the tests around, whose compiled kernels they reuse (8 to 20 s each to compile).
 @pytest.mark.parametrize(
     "basis, options",
-    [(b, dict(num_grids=8)) for b in SQUARE_BASES] + [("gaussian", dict(num_grids=15, denominator=0.1))],
+    [exhaustive(b, dict(num_grids=8), keep=b == "expit") for b in SQUARE_BASES]
+    + [("gaussian", dict(num_grids=15, denominator=0.1))],
 )
 def test_compiled_one_output_gradcheck(record_calls, basis, options):
     torch.manual_seed(0)
@@ -139,10 +158,10 @@ def test_compiled_backward_writes_no_basis():
 # kernels (9 to 23 s here from an empty cache), hence only these.
 GROUPED = [
     (dict(num_grids=8), torch.float32),
-    (dict(num_grids=8), torch.float64),
-    (dict(num_grids=15, denominator=0.1), torch.float32),
+    exhaustive(dict(num_grids=8), torch.float64),
+    exhaustive(dict(num_grids=15, denominator=0.1), torch.float32),
     (dict(num_grids=15, denominator=0.1), torch.float64),
-    (dict(num_grids=6, grid_min=10.0, grid_max=12.0), torch.float32),
+    exhaustive(dict(num_grids=6, grid_min=10.0, grid_max=12.0), torch.float32),
 ]
 
 

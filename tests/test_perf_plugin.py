@@ -11,6 +11,7 @@ from fastkan import BASES
 from perf.matrix.cases import Case, Setup
 from perf.matrix.configs import CONFIGS, PASSES
 from perf.matrix.models import models
+from perf.matrix.peers import PEERS
 from perf.plugin import MALLOC, pin_malloc
 
 pytest_plugins = ["pytester"]
@@ -97,10 +98,19 @@ def test_k_selects_a_sentence(suite):
     assert collected_ids(result) == {"fastkan-gaussian/seed-300k/cpu/forward"}
 
 
-def test_disabled_run_of_tiny_passes(suite):
-    result = suite.runpytest_subprocess("--benchmark-disable", "--perf-config=tiny", "--perf-device=cpu", "-q")
-    n = sum(1 for m in models().values() if not m.missing) * len(PASSES)
-    result.assert_outcomes(passed=n, skipped=(len(models()) - n // len(PASSES)) * len(PASSES))
+@pytest.mark.parametrize(
+    "compiling",
+    # flashkan and inkan compile themselves at import (about 20 s here): the exhaustive step runs them.
+    [False, pytest.param(True, marks=pytest.mark.exhaustive)],
+    ids=["without-self-compiling-peers", "every-model"],
+)
+def test_disabled_run_of_tiny_passes(suite, compiling):
+    chosen = [n for n, m in models().items() if compiling or not (m.peer and PEERS[m.peer].compiles)]
+    result = suite.runpytest_subprocess(
+        "--benchmark-disable", "--perf-config=tiny", "--perf-device=cpu", "-q", f"--perf-model={','.join(chosen)}"
+    )
+    n = sum(1 for m in chosen if not models()[m].missing) * len(PASSES)
+    result.assert_outcomes(passed=n, skipped=(len(chosen) - n // len(PASSES)) * len(PASSES))
 
 
 _BASELINE: dict = {}  # relative path -> text of the one autosaved run, shared by the tests below
