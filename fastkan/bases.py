@@ -263,6 +263,8 @@ def bspline(d: Tensor) -> Tensor:
     # Clamping before the polynomials keeps the unselected branch of `where`
     # finite, so its zero gradient does not turn into 0 * inf = nan.
     a = d.abs().clamp(max=2.0)
-    inner = 2.0 / 3.0 - a * a * (1.0 - 0.5 * a)
+    # d * d, not a * a: autograd's derivative of abs at 0 is 0, which would make the second derivative
+    # at a centre 0 instead of -2 (the a**3 term's is 0 there either way).
+    inner = 2.0 / 3.0 - d * d + 0.5 * a * a * a
     outer = (2.0 - a) ** 3 / 6.0
     return torch.where(a < 1.0, inner, outer)

@@ -34,7 +34,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import fused
+from . import fused, modes
 
 ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
 
@@ -261,9 +261,9 @@ class OneOutput(torch.autograd.Function):
     """u (N, in), weight (1, in * G) -> (N, 1), through the compiled reductions (of ``groups`` where given)."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, kernels, groups=None) -> Tensor:
+    def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, kernels, groups, fn) -> Tensor:
         w = _weights(weight, u.shape[1], grid.numel(), groups)
-        ctx.kernels, ctx.groups = kernels, groups
+        ctx.kernels, ctx.groups, ctx.fn = kernels, groups, fn
         ctx.save_for_backward(u, grid, h, weight)
         # detach(): a Parameter would be compiled for its own type and fixed size.
         if groups:
@@ -272,8 +272,14 @@ class OneOutput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        fused._refuse_double_backward()
         u, grid, h, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            return (
+                *modes.spline_double_backward(ctx.needs_input_grad, grad_out, u, grid, h, weight, ctx.fn),
+                None,
+                None,
+                None,
+            )
         in_dim, g = u.shape[1], grid.numel()
         go, c, inv_h = grad_out[:, 0].contiguous(), grid.detach(), 1.0 / h
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
@@ -287,7 +293,7 @@ class OneOutput(torch.autograd.Function):
             )
             w = _weights(weight, in_dim, g, groups) if need_u else None
             grad_u = ctx.kernels[2](u.detach(), *args, groups.r, groups.j, w, go, groups.k2) if need_u else None
-            return grad_u, None, None, grad_w, None, None
+            return grad_u, None, None, grad_w, None, None, None
         grad_u = grad_w = None
         if need_w:
             grad_w = ctx.kernels[1](u.detach(), c, inv_h, go).t().reshape(1, in_dim * g)
@@ -298,7 +304,7 @@ class OneOutput(torch.autograd.Function):
             far = float(fused._FAR * h)  # this path runs on the CPU only: reading h costs nothing
             v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
             grad_u = ctx.kernels[2](v, c, inv_h, _weights(weight, in_dim, g, None), go)
-        return grad_u, None, None, grad_w, None, None
+        return grad_u, None, None, grad_w, None, None, None
 
 
 def one_output(u: Tensor, basis, weight: Tensor) -> Tensor | None:
@@ -308,4 +314,4 @@ def one_output(u: Tensor, basis, weight: Tensor) -> Tensor | None:
     if basis.exponential and grid.numel() <= GROUPED_CENTRES:
         groups = _Groups.of(grid, h, basis.neg_square_scale)
     kernels = _kernels(basis, u.dtype, groups)
-    return None if kernels is None else OneOutput.apply(u, grid, h, weight, kernels, groups)
+    return None if kernels is None else OneOutput.apply(u, grid, h, weight, kernels, groups, basis.fn)

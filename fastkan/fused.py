@@ -21,7 +21,7 @@ import functools
 import torch
 from torch import Tensor
 
-from . import compiled, rows
+from . import compiled, modes, rows
 
 # Basis values per block and torch thread (1 MiB in float32, about a core's
 # L2 cache). Measured on seed-300k and kanbench-10m layers: with 1 thread,
@@ -254,15 +254,6 @@ def _feature_major(n: int, weight: Tensor, neg_square_backward: bool) -> bool:
     return weight.shape[0] <= n or not neg_square_backward
 
 
-def _refuse_double_backward() -> None:
-    if torch.is_grad_enabled():
-        # A graph of this backward would silently miss the basis' second derivative.
-        raise RuntimeError(
-            "the fused FastKAN spline path has no double backward (create_graph=True); "
-            "build the layer with fused=False for higher derivatives"
-        )
-
-
 def _neg_square_backward(basis, u: Tensor, grid: Tensor, h: Tensor) -> bool:
     """Whether backward takes ``_backward_neg_square``: a basis of -d**2 with its derivative, on a frozen grid."""
     return (
@@ -307,7 +298,13 @@ class _FusedSpline(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        _refuse_double_backward()
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            u, grid, h, weight = ctx.saved_tensors[:4]
+            return (
+                *modes.spline_double_backward(ctx.needs_input_grad, grad_out, u, grid, h, weight, ctx.basis.fn),
+                None,
+                None,
+            )
         u, grid, h, weight, phi, v = ctx.saved_tensors
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis
@@ -348,7 +345,13 @@ class _OneOutput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        _refuse_double_backward()
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            u, grid, h, weight = ctx.saved_tensors[:4]
+            return (
+                *modes.spline_double_backward(ctx.needs_input_grad, grad_out, u, grid, h, weight, ctx.basis.fn),
+                None,
+                None,
+            )
         u, grid, h, weight, kept = ctx.saved_tensors
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
         n, in_dim = u.shape

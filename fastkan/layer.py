@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import fused, local, small
+from . import fused, local, modes, small
 from .bases import (
     DERIVATIVES,
     EXPONENTIAL,
@@ -207,6 +207,7 @@ class FastKANLayer(nn.Module):
         nn.init.trunc_normal_(self.spline_linear.weight, mean=0.0, std=spline_weight_init_scale)
         self.base_activation = base_activation
         self.base_linear = nn.Linear(input_dim, output_dim, **factory) if use_base_update else None
+        self._register_state_dict_hook(_rbf_names)
 
     def spline(self, u: Tensor, base: Tensor | None = None) -> Tensor:
         """The spline path on normalised input: (N, in) -> (N, out), plus ``base`` (N, out) where given."""
@@ -216,8 +217,9 @@ class FastKANLayer(nn.Module):
             y = spline_linear(basis(u).flatten(-2))
         else:
             weight = spline_linear._parameters["weight"]
-            plain = not self.fused or fused.takes_plain(u, basis, weight)
-            kind = small.kind(u, basis) if plain and self.fused else None
+            fast = self.fused and modes.plain_reason(u) is None
+            plain = not fast or fused.takes_plain(u, basis, weight)
+            kind = small.kind(u, basis) if plain and fast else None
             if kind is not None:
                 y = small.small_layer(u, basis, kind, weight)
             elif plain:
@@ -239,6 +241,7 @@ class FastKANLayer(nn.Module):
         basis, spline_linear = self._part("basis"), self._part("spline_linear")
         if not (
             self.fused
+            and modes.plain_reason(x) is None
             and _as_function(basis, RadialBasis)
             and _as_function(spline_linear, nn.Linear)
             and (ln is None or _as_function(ln, nn.LayerNorm))
@@ -305,11 +308,19 @@ class FastKANLayer(nn.Module):
         return y if lead is None else y.reshape(*lead, self.output_dim)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # fast-kan names the basis module "rbf"; accept its checkpoints as they are.
-        old = prefix + "rbf.grid"
-        if old in state_dict and prefix + "basis.grid" not in state_dict:
-            state_dict[prefix + "basis.grid"] = state_dict.pop(old)
+        # fast-kan names the basis module "rbf", and so do our checkpoints (_rbf_names); this package
+        # saved "basis.*" before: accept both.
+        for key in [k for k in state_dict if k.startswith(prefix + "rbf.")]:
+            state_dict.setdefault(prefix + "basis." + key[len(prefix) + 4 :], state_dict.pop(key))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _rbf_names(module, state_dict, prefix, local_metadata):
+    """State-dict hook: the basis' entries under fast-kan's name for the module, "rbf", so that a
+    FastKANLayer's checkpoint loads into fast-kan's layer unchanged."""
+    for key in [k for k in state_dict if k.startswith(prefix + "basis.")]:
+        state_dict[prefix + "rbf." + key[len(prefix) + 6 :]] = state_dict.pop(key)
+    return state_dict
 
 
 class FastKAN(nn.Module):

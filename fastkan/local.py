@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fused import _is_compiling, _refuse_double_backward
+from . import modes
+from .fused import _is_compiling
 
 # The local path needs at least this many centres per candidate (G >= LOCAL_RATIO * K) and at least
 # LOCAL_GRID centres: with 8, the suite measured hat and wendland (K = 2) slower than the dense path
@@ -112,9 +113,13 @@ def plan(u: Tensor, basis) -> Geometry | None:
     return geometry if geometry is not None and geometry.g >= LOCAL_RATIO * geometry.k else None
 
 
-def _candidates(u: Tensor, geometry: Geometry) -> tuple[Tensor, Tensor, Tensor]:
+def _candidates(u: Tensor, geometry: Geometry, grid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(d, inside, cols)``: the scaled distances (N, in, K) from u (N, in) to its candidate centres,
-    whether each candidate is a centre of the grid, and its weight column (N, in * K)."""
+    whether each candidate is a centre of the grid, and its weight column (N, in * K).
+
+    The candidates come from the uniform geometry; their distances from the grid's own values, which
+    a grid made in float32 and cast to float64 holds up to 1e-7 relative off uniform (as much again
+    in d, and as the plain composition computes it)."""
     start, spacing, h, g, k, radius = geometry
     n, in_dim = u.shape
     # Centre numbers; clamped just beyond the candidates of any centre, where every bump is zero
@@ -124,8 +129,10 @@ def _candidates(u: Tensor, geometry: Geometry) -> tuple[Tensor, Tensor, Tensor]:
     c = first[..., None] + torch.arange(k, dtype=u.dtype)  # (N, in, K)
     inside = (c >= 0) & (c < g)  # candidates beyond the grid have no centre
     # where(): a NaN input gives a NaN centre number, which must not become an index.
-    cols = (torch.where(inside, c, 0).long() + torch.arange(0, in_dim * g, g)[:, None]).view(n, in_dim * k)
-    return (s[..., None] - c) * (spacing / h), inside, cols
+    index = torch.where(inside, c, 0).long()
+    cols = (index + torch.arange(0, in_dim * g, g)[:, None]).view(n, in_dim * k)
+    u = u.clamp(start - (radius + 1.0) * spacing, start + (g - 1 + radius + 1.0) * spacing)
+    return (u[..., None] - grid[index]) / h, inside, cols
 
 
 class _Scattered(torch.autograd.Function):
@@ -137,18 +144,22 @@ class _Scattered(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, weight: Tensor, basis, geometry: Geometry) -> Tensor:
-        d, inside, cols = _candidates(u, geometry)
+        d, inside, cols = _candidates(u, geometry, basis.tensors()[0].detach())
         ctx.basis, ctx.geometry = basis, geometry
         ctx.save_for_backward(u, weight)
         return _scatter(basis.fn(d) * inside, cols, weight.shape[1]) @ weight.t()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        _refuse_double_backward()
         u, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            grid, h = ctx.basis.tensors()
+            needs = (ctx.needs_input_grad[0], False, False, ctx.needs_input_grad[1])
+            grad_u, _, _, grad_w = modes.spline_double_backward(needs, grad_out, u, grid, h, weight, ctx.basis.fn)
+            return grad_u, grad_w, None, None
         need_u, need_w = ctx.needs_input_grad[:2]
         basis, h = ctx.basis, ctx.geometry.h
-        d, inside, cols = _candidates(u, ctx.geometry)
+        d, inside, cols = _candidates(u, ctx.geometry, ctx.basis.tensors()[0].detach())
         phi = basis.fn(d)
         grad_w = grad_out.t() @ _scatter(phi * inside, cols, weight.shape[1]) if need_w else None
         grad_u = None
@@ -172,8 +183,42 @@ def local_spline(u: Tensor, basis, weight: Tensor, geometry: Geometry | None = N
     geometry = geometry or _geometry(*basis.tensors(), basis.support)
     n, k, g = u.shape[0], geometry.k, geometry.g
     if g >= SPARSE_RATIO * k and weight.shape[0] >= SPARSE_OUTPUTS and n >= SPARSE_ROWS:
-        # Autograd through the K values: embedding_bag's sparse backward is what saves the time here.
-        d, inside, cols = _candidates(u, geometry)
-        phi = (basis.fn(d) * inside).view_as(cols)
-        return F.embedding_bag(cols, weight.t().contiguous(), per_sample_weights=phi, mode="sum")
+        return _Sparse.apply(u, weight, basis, geometry)
     return _Scattered.apply(u, weight, basis, geometry)
+
+
+def _sparse(u: Tensor, weight: Tensor, basis, geometry: Geometry) -> Tensor:
+    d, inside, cols = _candidates(u, geometry, basis.tensors()[0].detach())
+    phi = (basis.fn(d) * inside).view_as(cols)
+    return F.embedding_bag(cols, weight.t().contiguous(), per_sample_weights=phi, mode="sum")
+
+
+class _Sparse(torch.autograd.Function):
+    """``_sparse``: autograd through the K values, whose embedding_bag backward is what saves the time
+    here, on an inner graph; a second derivative (which embedding_bag's backward lacks) differentiates
+    the plain composition instead."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, weight: Tensor, basis, geometry: Geometry) -> Tensor:
+        ctx.basis = basis
+        ctx.save_for_backward(u, weight)
+        with torch.enable_grad():
+            ctx.inner = (
+                u.detach().requires_grad_(ctx.needs_input_grad[0]),
+                weight.detach().requires_grad_(ctx.needs_input_grad[1]),
+            )
+            ctx.out = _sparse(*ctx.inner, basis, geometry)
+        return ctx.out.detach()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        u, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            grid, h = ctx.basis.tensors()
+            needs = (ctx.needs_input_grad[0], False, False, ctx.needs_input_grad[1])
+            grad_u, _, _, grad_w = modes.spline_double_backward(needs, grad_out, u, grid, h, weight, ctx.basis.fn)
+            return grad_u, grad_w, None, None
+        wanted = [x for x in ctx.inner if x.requires_grad]
+        # retain_graph: a caller may run this backward again (retain_graph=True, gradcheck).
+        grads = iter(torch.autograd.grad(ctx.out, wanted, grad_out, retain_graph=True) if wanted else ())
+        return (*(next(grads) if x.requires_grad else None for x in (u, weight)), None, None)

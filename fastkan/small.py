@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import fused
+from . import fused, modes
 
 _silu_backward = torch.ops.aten.silu_backward
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward
@@ -138,20 +138,38 @@ class _SmallLayers(torch.autograd.Function):
             saved += (x, ln_weight, ln_bias, weight, base_weight, mean, rstd, s, d, grad_d, phi)
             layers.append((basis, inv_h, eps, need_u, need))
             x = y
-        ctx.layers = layers
-        ctx.save_for_backward(*saved)
+        ctx.layers, ctx.meta = layers, meta
+        # The inputs themselves last: a second derivative differentiates their plain composition.
+        ctx.save_for_backward(*saved, *tensors)
         return x
 
     @staticmethod
     def backward(ctx, grad_out):
-        fused._refuse_double_backward()
         saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            inputs = (saved[0], *saved[_SAVED_PER_LAYER * len(ctx.layers) :])
+            needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:])
+            grads = modes.differentiate(lambda x, *t: _plain(x, ctx.meta, t), inputs, needs, grad_out)
+            return (grads[0], None, *grads[1:])
         grads, per = [], _SAVED_PER_LAYER
         for i in reversed(range(len(ctx.layers))):
             # The last layer first; each layer's input gradient is the output gradient of the one before.
             grads[:0] = _layer_backward(grad_out, saved[per * i : per * (i + 1)], *ctx.layers[i])
             grad_out = grads.pop(0)
         return (grad_out, None, *grads)
+
+
+def _plain(x: Tensor, meta, tensors) -> Tensor:
+    """The layers of ``meta`` as the plain composition of torch operations."""
+    for i, (basis, _, eps) in enumerate(meta):
+        ln_weight, ln_bias, weight, base_weight, base_bias = tensors[_PER_LAYER * i : _PER_LAYER * (i + 1)]
+        u = x if eps is None else F.layer_norm(x, (x.shape[1],), ln_weight, ln_bias, eps)
+        grid, h = basis.tensors()
+        y = modes.plain_spline(u, grid, h, weight, basis.fn)
+        if base_weight is not None:
+            y = y + F.linear(F.silu(x), base_weight, base_bias)
+        x = y
+    return x
 
 
 def _layer_backward(grad_out, saved, basis, inv_h, eps, need_u, needs):

@@ -21,6 +21,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
+from . import modes
 from .bases import _EXP_CAP as _EXP_CAP_VALUE
 
 #: basis name -> kernel code of its formula
@@ -205,7 +206,7 @@ def _grid(rows: int, cols: int, row_block: str, col_block: str):
 
 class _TritonSpline(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, grid: Tensor, weight: Tensor, inv_h: Tensor, kind: int) -> Tensor:
+    def forward(ctx, u: Tensor, grid: Tensor, weight: Tensor, inv_h: Tensor, kind: int, fn) -> Tensor:
         u, grid, weight = u.contiguous(), grid.contiguous(), weight.contiguous()
         n, in_dim = u.shape
         out_dim, g = weight.shape[0], grid.numel()
@@ -214,12 +215,18 @@ class _TritonSpline(torch.autograd.Function):
             u, grid, weight, out, n, in_dim, out_dim, g, inv_h, kind, _precision(u)
         )
         ctx.save_for_backward(u, grid, weight, inv_h)
-        ctx.kind = kind
+        ctx.kind, ctx.fn = kind, fn
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         u, grid, weight, inv_h = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            needs = ctx.needs_input_grad
+            grad_u, grad_grid, _, grad_w = modes.spline_double_backward(
+                (needs[0], needs[1], False, needs[2]), grad_out, u, grid, 1.0 / inv_h, weight, ctx.fn
+            )
+            return grad_u, grad_grid, grad_w, None, None, None
         grad_out = grad_out.contiguous()
         n, in_dim = u.shape
         out_dim, g = weight.shape[0], grid.numel()
@@ -235,7 +242,7 @@ class _TritonSpline(torch.autograd.Function):
                 u, grid, grad_out, weight, grad_u, n, in_dim, out_dim, g, inv_h, ctx.kind, _precision(u)
             )
             grad_u = grad_u.to(u.dtype)
-        return grad_u, None, grad_w, None, None
+        return grad_u, None, grad_w, None, None, None
 
 
 def triton_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
@@ -244,4 +251,4 @@ def triton_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
         raise RuntimeError(f"the Triton spline path cannot run basis {basis.name!r} here")
     # The width stays on the device: the kernels load it, so no call reads it back to the host (no sync).
     inv_h = torch.reciprocal(basis.denominator.detach().to(device=u.device, dtype=torch.float32)).reshape(1)
-    return _TritonSpline.apply(u, basis.grid, weight, inv_h, TRITON_BASES[basis.name])
+    return _TritonSpline.apply(u, basis.grid, weight, inv_h, TRITON_BASES[basis.name], basis.fn)

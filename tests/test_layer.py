@@ -56,6 +56,17 @@ def gradcheck_module(module, x):
     return torch.autograd.gradcheck(f, (x, *params))
 
 
+def gradgradcheck_module(module, x):
+    """gradgradcheck of module(x) with respect to x and every trainable parameter."""
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def f(x, *ps):
+        return torch.func.functional_call(module, dict(zip(names, ps)), (x,))
+
+    return torch.autograd.gradgradcheck(f, (x, *params))
+
+
 def count(model, trainable=False):
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
@@ -261,14 +272,21 @@ def test_fastkan_and_bspline_kan_gradcheck():
 
 
 @pytest.mark.parametrize("out", [2, 1], ids=["many-outputs", "one-output"])
-def test_fused_backward_is_once_differentiable(out):
+def test_fused_backward_is_twice_differentiable(out):
+    # create_graph=True: each fast path's backward differentiates the plain composition (fastkan.modes),
+    # so second derivatives (input and parameters) match the reference's.
+    torch.manual_seed(0)
     layer = FastKANLayer(3, out, dtype=torch.float64)
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(RuntimeError, match="fused=False"):
-        torch.autograd.grad(layer(x).sum(), x, create_graph=True)
-    layer.fused = False  # the reference composition supports higher derivatives
-    (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
-    g.sum().backward()
+    assert gradgradcheck_module(layer, x)
+    second = []
+    for fused in (True, False):
+        layer.fused = fused
+        (g,) = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
+        trainable = [p for p in layer.parameters() if p.requires_grad]
+        second.append(torch.autograd.grad(g.sin().sum(), [x, *trainable], allow_unused=True))
+    for a, b in zip(*second):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -686,3 +704,88 @@ def test_replaced_submodules_are_called_as_modules():
     got = layer(x)
     layer.layernorm = None
     torch.testing.assert_close(got, layer(x))
+
+
+# Every PyTorch mode on every path (the autouse fixture above forces each): a mode that a path cannot
+# serve takes the plain composition (fastkan.modes); never an error, never a different number.
+MODE_CASES = [("gaussian", 3), ("gaussian", 1), ("rswaf", 3), ("bspline", 1)]
+
+
+def _pair(basis, out, dtype=torch.float64):
+    """A fused layer and the plain reference with the same parameters."""
+    torch.manual_seed(0)
+    fast = FastKANLayer(5, out, basis=basis, dtype=dtype)
+    plain = FastKANLayer(5, out, basis=basis, dtype=dtype, fused=False)
+    plain.load_state_dict(fast.state_dict())
+    return fast, plain
+
+
+@pytest.mark.parametrize("basis, out", MODE_CASES)
+def test_torch_func_grad_vmap_and_jacrev(basis, out):
+    from torch.func import functional_call, grad, jacrev, vmap
+
+    fast, plain = _pair(basis, out)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    for fn in (
+        lambda m: vmap(lambda xi: m(xi[None])[0])(x),
+        lambda m: jacrev(lambda xi: m(xi[None])[0])(x[0]),
+        lambda m: grad(lambda xi: m(xi[None]).sum())(x[1]),
+        lambda m: grad(lambda p: functional_call(m, p, (x,)).pow(2).sum())(dict(m.named_parameters())),
+    ):
+        torch.testing.assert_close(fn(fast), fn(plain))
+
+
+@pytest.mark.parametrize("basis, out", MODE_CASES)
+def test_export_gives_the_eager_output(basis, out):
+    fast, _ = _pair(basis, out, torch.float32)
+    x = torch.randn(6, 5)
+    program = torch.export.export(fast, (x,))
+    torch.testing.assert_close(program.module()(x), fast(x))
+    torch.testing.assert_close(program.module()(2 * x), fast(2 * x))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("basis, out", MODE_CASES)
+def test_cpu_autocast_gives_what_linear_gives(basis, out, dtype):
+    fast, _ = _pair(basis, out, torch.float32)
+    x = torch.randn(6, 5, requires_grad=True)
+    want = fast(x)
+    with torch.autocast("cpu", dtype=dtype):
+        got = fast(x)
+        assert got.dtype == torch.nn.Linear(5, out)(x).dtype == dtype
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+    got.float().sum().backward()  # and trains
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("basis, out", MODE_CASES)
+def test_second_derivatives_of_every_basis_match_the_plain_composition(basis, out):
+    fast, plain = _pair(basis, out)
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    results = []
+    for m in (fast, plain):
+        (g,) = torch.autograd.grad(m(x).pow(2).sum(), x, create_graph=True)
+        results.append(torch.autograd.grad(g.pow(2).sum(), [x, m.spline_linear.weight]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_state_dict_names_the_grid_as_fast_kan_does():
+    # fast-kan's FastKANLayer keeps the grid in its `rbf` module: our checkpoints load into it unchanged.
+    layer = FastKANLayer(5, 3)
+    state = layer.state_dict()
+    assert set(state) == {
+        "layernorm.weight",
+        "layernorm.bias",
+        "rbf.grid",
+        "spline_linear.weight",
+        "base_linear.weight",
+        "base_linear.bias",
+    }
+    again = FastKANLayer(5, 3)
+    again.load_state_dict(state)
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(again(x), layer(x))
+    legacy = {k.replace("rbf.", "basis."): v for k, v in state.items()}  # as this package saved them before
+    again.load_state_dict(legacy)
+    torch.testing.assert_close(again(x), layer(x))

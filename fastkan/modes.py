@@ -1,0 +1,88 @@
+"""What each PyTorch mode needs of the fast paths, decided in one place.
+
+The fast paths are autograd Functions whose forward and backward are written by hand (and, on the
+CPU and on CUDA, run compiled kernels). Where a mode cannot use them, the layer takes the plain
+composition of torch operations instead, which every mode understands:
+
+- ``torch.func`` transforms (``grad``, ``vmap``, ``jacrev``): a Function needs ``setup_context`` and
+  a vmap rule there;
+- ``torch.export``: the traced program must be built from ATen operations (the fast paths write
+  into buffers with ``out=``);
+- autocast: the fast paths compute in the input's dtype; the plain composition computes the basis
+  in float32 and its products in the autocast dtype, as ``nn.Linear`` would.
+
+A second derivative (``create_graph=True``) is decided in backward: each fast path's backward then
+differentiates the plain composition of the same inputs (``differentiate``), so its gradient is
+itself differentiable. See docs/design/paths.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+# torch.compiler.is_compiling is new in torch 2.3; with older versions a compiled layer breaks its
+# graph at the clamp bound and the thread count (still correct).
+is_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", lambda: False)
+is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
+_transforms_active: Callable[[], bool] = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
+def plain_reason(x: Tensor) -> str | None:
+    """Why a call on ``x`` must take the plain composition in the current mode, or None."""
+    if _transforms_active():
+        return "a torch.func transform (grad, vmap, jacrev) is active"
+    if is_exporting():
+        return "torch.export is tracing"
+    device = x.device.type
+    if device in ("cpu", "cuda") and _autocast(device):
+        return f"autocast on {device} is on"
+    return None
+
+
+def _autocast(device: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device)
+    except TypeError:  # torch before 2.4
+        return torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
+
+
+def differentiate(
+    plain: Callable[..., Tensor], inputs: Sequence, needs: Sequence[bool], grad_out: Tensor
+) -> tuple[Tensor | None, ...]:
+    """The gradients of ``plain(*inputs)`` for the inputs that ``needs`` asks for, with their graph.
+
+    For a fast path's backward under ``create_graph=True``: ``inputs`` are its saved inputs, still
+    attached to the forward's graph, so the result can be differentiated again (second derivatives,
+    gradient penalties, physics-informed losses).
+    """
+    wanted = [x for x, n in zip(inputs, needs) if n and isinstance(x, Tensor) and x.requires_grad]
+    with torch.enable_grad():
+        out = plain(*inputs)
+        grads = torch.autograd.grad(out, wanted, grad_out, create_graph=True, allow_unused=True) if wanted else ()
+    by_id = {id(x): g for x, g in zip(wanted, grads)}
+    result = []
+    for x, n in zip(inputs, needs):
+        g = by_id.get(id(x)) if n and isinstance(x, Tensor) else None
+        result.append(torch.zeros_like(x) if g is None and n and isinstance(x, Tensor) else g)
+    return tuple(result)
+
+
+def plain_spline(u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn((u - grid) / h)`` flattened, times the spline weight: (N, in) -> (N, out)."""
+    return torch.nn.functional.linear(fn((u[..., None] - grid) / h).flatten(-2), weight)
+
+
+def spline_double_backward(
+    needs: Sequence[bool],
+    grad_out: Tensor,
+    u: Tensor,
+    grid: Tensor,
+    h: Tensor,
+    weight: Tensor,
+    fn: Callable[[Tensor], Tensor],
+) -> tuple[Tensor | None, ...]:
+    """(u, grid, h, weight) gradients of a fast spline path under ``create_graph=True``, by the plain composition."""
+    return differentiate(lambda *a: plain_spline(*a, fn), (u, grid, h, weight), needs[:4], grad_out)
