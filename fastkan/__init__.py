@@ -2,8 +2,10 @@
 
 from .bases import BASES, get_basis, register
 from .bspline import BSplineKAN, BSplineKANLinear
+from .explain import explain
 from .layer import FastKAN, FastKANLayer, RadialBasis
 from .mlp import MLP, matched_mlp
+from .modes import warmup
 
 __all__ = [
     "BASES",
@@ -13,8 +15,10 @@ __all__ = [
     "FastKANLayer",
     "MLP",
     "RadialBasis",
+    "explain",
     "get_basis",
     "matched_mlp",
     "register",
+    "warmup",
 ]
 __version__ = "0.1.0"

@@ -26,6 +26,7 @@ relative at a group's edge; the tests hold both ways within rtol 1e-4).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import types
@@ -37,6 +38,7 @@ from torch import Tensor
 from . import fused, modes
 
 ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
+_LOG = logging.getLogger("fastkan")
 
 # At or below this many basis values per call (batch x inputs x centres) the plain composition is
 # faster: each compiled call costs tens of microseconds before it starts. Measured forward +
@@ -209,6 +211,16 @@ def _kernels(basis, dtype: torch.dtype, groups: _Groups | None = None):
     # when it changes: a thread count is part of the key.
     key = (basis.name, dtype, torch.get_num_threads(), groups.chunks if groups else None)
     if key not in _KERNELS:
+        # A pause of seconds (about 16 s from an empty TorchInductor cache, 5 s with it filled, on this
+        # project's 2-core host) that a user should hear of once, with the ways around it.
+        _LOG.log(
+            logging.INFO if _KERNELS else logging.WARNING,
+            "fastkan: compiling CPU kernels for basis %s, %s, %d thread(s) (seconds, once per process; "
+            "fastkan.warmup(model, x) does it ahead, FASTKAN_COMPILE=0 turns it off)",
+            basis.name,
+            str(dtype).removeprefix("torch."),
+            torch.get_num_threads(),
+        )
         fns = (
             _exponential_reductions(groups.chunks)
             if groups

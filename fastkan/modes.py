@@ -86,3 +86,35 @@ def spline_double_backward(
 ) -> tuple[Tensor | None, ...]:
     """(u, grid, h, weight) gradients of a fast spline path under ``create_graph=True``, by the plain composition."""
     return differentiate(lambda *a: plain_spline(*a, fn), (u, grid, h, weight), needs[:4], grad_out)
+
+
+def warmup(model: torch.nn.Module, example: Tensor) -> None:
+    """Run ``model`` forward and backward once on ``example``, so that whatever its first call builds
+    (fastkan.compiled's CPU kernels, Triton's autotuning) is built now; no ``.grad`` is touched."""
+    x = example.detach().requires_grad_(example.is_floating_point())
+    with torch.enable_grad():
+        out = model(x)
+        params = [p for p in model.parameters() if p.requires_grad]
+        inputs = ([x] if x.requires_grad else []) + params
+        if inputs and out.requires_grad:
+            torch.autograd.grad(out.float().sum(), inputs, allow_unused=True)
+
+
+#: What each mode runs, as the README's table of modes says (tests/test_explain.py checks it; the
+#: tests of tests/test_layer.py check each mode on every path).
+MODES = (
+    ("eager", "the fast paths"),
+    ("`torch.compile(model, fullgraph=True)`", "the fused blocks, traced; the other fast paths step aside to them"),
+    ("`torch.export.export`", "the plain composition (ATen operations only)"),
+    ("`torch.func.grad`, `vmap`, `jacrev`", "the plain composition"),
+    (
+        "second derivatives (`create_graph=True`)",
+        "the fast paths forward; backward differentiates the plain composition",
+    ),
+    (
+        "CPU or CUDA autocast",
+        "the plain composition: basis in float32, products in the autocast dtype, like `nn.Linear`",
+    ),
+    ("`DistributedDataParallel`", "the fast paths"),
+    ("`state_dict`", "fast-kan's names (`rbf.grid`): loads both ways"),
+)

@@ -1,0 +1,142 @@
+"""``fastkan.explain(model, x)``: which evaluation path each FastKAN layer's call takes, and why.
+
+``PATHS`` is the table of paths in the order a call tries them, with where each applies (the
+README's table of paths is checked against it by tests/test_explain.py). ``explain`` runs the model
+once on ``x`` and reads which path each layer's output came from in the autograd graph, so what it
+says is what ran, not a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import modes
+
+
+@dataclass(frozen=True)
+class Path:
+    name: str
+    module: str
+    where: str
+    nodes: tuple[str, ...]  # the autograd nodes (class names) it leaves in the graph
+
+
+PATHS = (
+    Path(
+        "small node",
+        "fastkan/small.py",
+        "CPU calls of at most 262144 basis values: LayerNorm, spline and base branch as one autograd node",
+        ("_SmallLayersBackward",),
+    ),
+    Path(
+        "compiled one-output",
+        "fastkan/compiled.py",
+        "CPU layers with one output and a basis of d^2: TorchInductor reductions, no basis tensor",
+        ("OneOutputBackward",),
+    ),
+    Path(
+        "row blocks",
+        "fastkan/rows.py",
+        "CPU batches larger than the outputs and the basis values per row",
+        ("_RowBlocksBackward",),
+    ),
+    Path(
+        "local",
+        "fastkan/local.py",
+        "compact bases on grids of 16 centres or more: only the centres near each input",
+        ("_ScatteredBackward", "_SparseBackward"),
+    ),
+    Path(
+        "Triton",
+        "fastkan/triton_spline.py",
+        "CUDA, `gaussian`, `inverse-quadratic`, `rswaf`: the basis built inside the products",
+        ("_TritonSplineBackward",),
+    ),
+    Path(
+        "fused blocks",
+        "fastkan/fused.py",
+        "everything else: the basis built block by block, kept or rebuilt in backward",
+        ("_FusedSplineBackward", "_OneOutputBackward"),
+    ),
+    Path(
+        "plain",
+        "fastkan/layer.py",
+        "`fused=False`, trained grids, torch.func, torch.export, autocast (fastkan/modes.py)",
+        (),
+    ),
+)
+_BY_NODE = {node: p for p in PATHS for node in p.nodes}
+
+
+def _nodes(out: Tensor, stop) -> list[str]:
+    """Class names of the autograd nodes between ``out`` and the nodes in ``stop`` (the layer's input)."""
+    seen, names, todo = set(), [], [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in stop or id(node) in seen:
+            continue
+        seen.add(id(node))
+        names.append(type(node).__name__)
+        todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def _why(layer, x: Tensor, path: Path) -> str:
+    if path.name != "plain":
+        return path.where
+    basis = layer._modules.get("basis")
+    grid, h = basis.tensors() if hasattr(basis, "tensors") else (None, None)
+    reason = modes.plain_reason(x)
+    if not layer.fused:
+        return "fused=False"
+    if reason:
+        return reason
+    if grid is not None and (grid.requires_grad or h.requires_grad):
+        return "a trained grid or width"
+    if layer._forward_hooks or layer._forward_pre_hooks:
+        return "a replaced or hooked submodule"
+    return "the call is small and the basis has no registered derivative, or a submodule is replaced or hooked"
+
+
+def explain(model: nn.Module, x: Tensor) -> list[str]:
+    """One line per FastKAN layer of ``model`` (or ``model`` itself): '<name>: <path> (<module>): <why>'.
+
+    Runs ``model`` once on ``x`` with gradients recorded (nothing is accumulated into ``.grad``).
+    """
+    from .layer import FastKAN, FastKANLayer
+
+    layers = [(n or type(model).__name__, m) for n, m in model.named_modules() if isinstance(m, FastKANLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} holds no FastKANLayer")
+    seen: dict[str, tuple[Tensor, Tensor]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, (inp[0], out)))
+        for name, m in layers
+    ]
+    try:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(x.is_floating_point())
+            out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    lines = []
+    for name, layer in layers:
+        if name not in seen:
+            # A FastKAN whose every layer took the small node ran them as one node, without the layers' forward.
+            stack = next((n for n, m in model.named_modules() if isinstance(m, FastKAN) and layer in m.layers), "")
+            names = _nodes(out, set())
+            path = _BY_NODE.get(next((n for n in names if n in _BY_NODE), ""), PATHS[-1])
+            lines.append(
+                f"{name}: {path.name} ({path.module}), with every layer of {stack or 'the model'}: "
+                f"{_why(layer, x, path)}"
+            )
+            continue
+        inp, y = seen[name]
+        names = _nodes(y, {inp.grad_fn})
+        path = _BY_NODE.get(next((n for n in names if n in _BY_NODE), ""), PATHS[-1])
+        lines.append(f"{name}: {path.name} ({path.module}): {_why(layer, inp, path)}")
+    return lines
