@@ -17,7 +17,7 @@ import torch
 from perf.matrix import user
 from perf.matrix.accuracy import ACCURACY_SETTINGS, AccuracyCase
 from perf.matrix.cases import Case
-from perf.matrix.configs import CONFIGS, DEVICES, DTYPES, MODES, PASSES
+from perf.matrix.configs import CONFIGS, DEFAULT_PASSES, DEVICES, DTYPES, MODES, PASSES
 from perf.matrix.fit import FIT_SETTINGS, TASKS, FitCase
 from perf.matrix.models import models, sync_bases
 
@@ -41,6 +41,11 @@ def pytest_addoption(parser):
     group.addoption("--perf-model", default=None, help="comma-separated models (default: all)")
     group.addoption("--perf-dtype", default="float32", help=f"comma-separated dtypes among {', '.join(DTYPES)}")
     group.addoption("--perf-mode", default="eager", help=f"comma-separated execution modes among {', '.join(MODES)}")
+    group.addoption(
+        "--perf-pass",
+        default=None,
+        help=f"comma-separated passes among {', '.join(PASSES)} (default: {', '.join(DEFAULT_PASSES)})",
+    )
     group.addoption("--perf-threads", default=1, type=int, help="torch CPU threads (default 1: steadiest timings)")
     group.addoption(
         "--perf-reference",
@@ -110,6 +115,7 @@ class Selection:
         self.models = _choose(config, "perf_model", models())
         self.dtypes = _choose(config, "perf_dtype", DTYPES)
         self.modes = _choose(config, "perf_mode", MODES)
+        self.passes = _choose(config, "perf_pass", PASSES, DEFAULT_PASSES)
         self.reference = config.getoption("perf_reference")
         if self.reference is not None and self.reference not in models():
             raise pytest.UsageError(f"unknown --perf-reference value {self.reference}; valid: {', '.join(models())}")
@@ -142,7 +148,7 @@ class Selection:
                 for device in self.devices:
                     for dtype in self.dtypes:
                         for mode in self.modes:
-                            out.extend(Case(model, config, device, p, dtype, mode) for p in PASSES)
+                            out.extend(Case(model, config, device, p, dtype, mode) for p in self.passes)
         return out
 
     def fit_cases(self) -> list[FitCase]:
@@ -268,7 +274,13 @@ def _param(case, missing: str | None, cuda: bool):
         marks.append(pytest.mark.skip(reason=missing))
     elif cuda and not torch.cuda.is_available():
         marks.append(pytest.mark.skip(reason="CUDA is not available on this machine"))
+    elif getattr(case, "pass_", None) == "grad2" and case.mode == "compile":
+        marks.append(pytest.mark.skip(reason=COMPILED_GRAD2))
     return pytest.param(case, id=case.id, marks=marks)
+
+
+# torch 2.13's own limit, for every model alike.
+COMPILED_GRAD2 = "torch.compile (aot_autograd) does not support double backward: no grad2 in compile mode"
 
 
 def pytest_generate_tests(metafunc):
@@ -361,6 +373,8 @@ def skip_summary(reports) -> list[str]:
         case = rep.nodeid.rsplit("[", 1)[-1].rstrip("]")
         if "CUDA is not available" in reason:
             key = ("CUDA", "no GPU on this machine (torch sees no CUDA device)")
+        elif reason == COMPILED_GRAD2:
+            key = ("grad2/compile", reason)
         else:
             key = (case.split("/", 1)[0], reason)
         counts[key] = counts.get(key, 0) + 1

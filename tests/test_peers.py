@@ -158,3 +158,17 @@ def test_each_install_hint_of_a_pypi_peer_is_the_peers_extra():
     for p in PEERS.values():
         if p.requires:
             assert f"`pip install {' '.join(p.requires)}`" in p.install
+
+
+def test_checkpoints_load_both_ways_with_fast_kan():
+    # A drop-in both ways: fast-kan's state_dict loads into ours, ours into fast-kan's, unchanged.
+    if PEERS["fast-kan"].missing():
+        pytest.skip(PEERS["fast-kan"].missing())
+    theirs = PEERS["fast-kan"].model([5, 7, 3], 8)
+    ours = fastkan.FastKAN([5, 7, 3])
+    x = torch.randn(4, 5)
+    theirs.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(theirs(x), ours(x), rtol=1e-5, atol=1e-6)
+    again = fastkan.FastKAN([5, 7, 3])
+    again.load_state_dict(theirs.state_dict())
+    torch.testing.assert_close(again(x), ours(x), rtol=1e-5, atol=1e-6)

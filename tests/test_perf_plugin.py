@@ -9,7 +9,8 @@ import torch
 
 from fastkan import BASES
 from perf.matrix.cases import Case, Setup
-from perf.matrix.configs import CONFIGS, PASSES
+from perf.matrix.configs import CONFIGS
+from perf.matrix.configs import DEFAULT_PASSES as PASSES
 from perf.matrix.models import models
 from perf.matrix.peers import PEERS
 from perf.plugin import MALLOC, pin_malloc
@@ -367,3 +368,31 @@ def test_pinned_malloc_serves_large_blocks_from_the_heap():
     with open("/proc/self/maps") as f:
         heap = [line for line in f if line.rstrip().endswith("[heap]")]
     assert any(int(a, 16) <= address < int(b, 16) for a, b in (line.split()[0].split("-") for line in heap))
+
+
+@pytest.mark.parametrize(
+    "modes",
+    ["eager", pytest.param("eager,compile", marks=pytest.mark.exhaustive)],  # each compiled case compiles: seconds
+)
+def test_grad2_and_compiled_cases_reach_the_leaderboard(suite, capsys, modes):
+    result = suite.runpytest_subprocess(
+        "--perf-config=tiny",
+        "--perf-device=cpu",
+        "--perf-model=fastkan-gaussian,mlp",
+        f"--perf-mode={modes}",
+        "--perf-pass=forward,backward,grad2",
+        "--perf-seconds=0.01",
+        "--benchmark-json=run.json",
+    )
+    assert result.ret == 0
+    benches = {b["param"]: b["extra_info"] for b in json.loads((suite.path / "run.json").read_text())["benchmarks"]}
+    assert {"fastkan-gaussian/tiny/cpu/grad2", "mlp/tiny/cpu/grad2"} <= set(benches)
+    assert not any(c.endswith("grad2/compile") for c in benches)  # torch.compile has no double backward
+    from perf.report import main
+
+    assert main(["leaderboard", str(suite.path / "run.json")]) == 0
+    out = capsys.readouterr().out
+    assert "grad2 ms" in out
+    if "compile" in modes:
+        assert "compiled ms" in out and "warm-up s" in out and "tiny on cpu (float32, compile)" not in out
+        assert "2 grad2/compile cases skipped" in result.stdout.str()

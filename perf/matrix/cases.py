@@ -110,6 +110,20 @@ class Setup:
         self.optimizer.step()
         self.sync()
 
+    def grad2_setup(self):
+        self.sync()
+        return (), {}
+
+    def grad2(self):
+        """A training step on loss = MSE + mean(|d out / d x|^2): backward differentiates a gradient."""
+        self.optimizer.zero_grad(set_to_none=True)
+        x = self.x.detach().requires_grad_()
+        out = self.model(x)
+        (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        (torch.nn.functional.mse_loss(out, self.y) + gx.pow(2).mean()).backward()
+        self.optimizer.step()
+        self.sync()
+
     def pass_fns(self):
         """(setup, run) of this case's pass."""
         name = self.case.pass_.replace("-", "_")

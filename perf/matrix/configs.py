@@ -62,7 +62,10 @@ for _g in (4, 8, 16, 32, 64):
 for _b in (16, 256, 4096):
     CONFIGS[f"batch-{_b}"] = Config(batch=_b, layers=(256, 256, 1))
 
-PASSES = ("forward", "backward", "train-step")
+# grad2: a training step whose loss holds the input gradient (create_graph=True), as a physics-informed
+# or gradient-penalty step has. Not in the default run (--perf-pass).
+PASSES = ("forward", "backward", "train-step", "grad2")
+DEFAULT_PASSES = ("forward", "backward", "train-step")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("eager", "compile")

@@ -28,6 +28,9 @@ class Row:
     fit_rmse: float | None
     peer_version: str | None
     group: str = "user"
+    grad2_s: float | None = None  # the grad2 pass: a step whose loss holds the input gradient
+    compiled_s: float | None = None  # forward + backward of the same case under torch.compile
+    warmup_s: float | None = None  # torch.compile's first forward and backward
 
     @property
     def gradients(self) -> str:
@@ -56,13 +59,16 @@ def fit_rmse(runs: list[Run]) -> tuple[dict[str, float], list[str]]:
     return {m: math.exp(statistics.fmean(math.log(t[k]) for k in tasks)) for m, t in per_model.items()}, tasks
 
 
-def rows(models: dict[str, dict[str, Record]], rmse: dict[str, float]) -> list[Row]:
-    """The models with both a forward and a backward case, fastest forward + backward first."""
+def rows(models: dict[str, dict[str, Record]], rmse: dict[str, float], compiled=None) -> list[Row]:
+    """The models with both a forward and a backward case, fastest forward + backward first; with
+    ``compiled`` (the same configuration's compile-mode cases), their times beside."""
     out = []
     for model, passes in models.items():
         if not {"forward", "backward"} <= set(passes):
             continue
         f, b = passes["forward"], passes["backward"]
+        c = (compiled or {}).get(model, {})
+        both = {"forward", "backward"} <= set(c)
         out.append(
             Row(
                 model,
@@ -75,6 +81,9 @@ def rows(models: dict[str, dict[str, Record]], rmse: dict[str, float]) -> list[R
                 rmse.get(model),
                 f.info.get("peer_version"),
                 f.model_group,
+                passes["grad2"].median_s if "grad2" in passes else None,
+                c["forward"].median_s + c["backward"].median_s if both else None,
+                c["forward"].info.get("compile_seconds") if both else None,
             )
         )
     return sorted(out, key=lambda r: r.total_s)
@@ -99,6 +108,17 @@ def table(board: list[Row]) -> tuple[list[str], list[list[str]]]:
         "gradients",
         "fit RMSE",
     ]
+    extra = [
+        (name, get)
+        for name, get in (
+            ("grad2 ms", lambda r: r.grad2_s and _ms(r.grad2_s)),
+            ("compiled ms", lambda r: r.compiled_s and _ms(r.compiled_s)),
+            ("x eager", lambda r: r.compiled_s and f"{r.compiled_s / r.total_s:.2f}"),
+            ("warm-up s", lambda r: r.warmup_s and f"{r.warmup_s:.1f}"),
+        )
+        if any(get(r) for r in board)
+    ]
+    header += [name for name, _ in extra]
     body = []
     for r in board:
         body.append(
@@ -113,6 +133,7 @@ def table(board: list[Row]) -> tuple[list[str], list[list[str]]]:
                 str(r.params) if r.params is not None else "n/a",
                 r.gradients,
                 f"{r.fit_rmse:.4f}" if r.fit_rmse is not None else "",
+                *(get(r) or "" for _, get in extra),
             ]
         )
     return header, body
@@ -183,7 +204,13 @@ def run(args) -> int:
     try:
         runs = load_runs(args)
         rmse, tasks = fit_rmse(runs)
-        groups = {g: rows(models, rmse) for g, models in group_runs(runs).items()}
+        measured = group_runs(runs)
+        # Compiled cases sit beside the eager ones of their configuration, where both were measured.
+        groups = {
+            g: rows(models, rmse, measured.get((*g[:3], "compile")) if g[3] == "eager" else None)
+            for g, models in measured.items()
+            if not (g[3] == "compile" and (*g[:3], "eager") in measured)
+        }
         groups = {g: b for g, b in groups.items() if b}
         if args.configs:
             wanted = [c.strip() for c in args.configs.split(",")]
@@ -218,6 +245,15 @@ def run(args) -> int:
         "peers show their version (PyPI) or commit (checkout); "
         "fastkan-*, lean-, bare- and plain-fastkan and bspline are this package's (perf/matrix/models.py)",
     ]
+    if any(r.grad2_s for b in groups.values() for r in b):
+        notes.append(
+            "grad2: a training step whose loss holds the input gradient (create_graph=True; --perf-pass=grad2)"
+        )
+    if any(r.compiled_s for b in groups.values() for r in b):
+        notes.append(
+            "compiled: forward + backward under torch.compile (--perf-mode=compile), x eager its ratio to "
+            "the eager total; warm-up: its first forward and backward, compilation included"
+        )
     if tasks:
         notes.append(
             f"fit RMSE: geometric mean of the test RMSE over the fit tasks {', '.join(tasks)} "
