@@ -61,7 +61,8 @@ def pytest_addoption(parser):
     group.addoption(
         "--perf-accuracy",
         default="quick",
-        help=f"accuracy-per-second cases (perf/accuracy.py): {', '.join(ACCURACY_SETTINGS)} or none (default quick)",
+        help=f"accuracy-per-second cases (perf/matrix/accuracy.py): {', '.join(ACCURACY_SETTINGS)} or none "
+        "(default quick)",
     )
     group.addoption(
         "--perf-seconds", default=0.5, type=float, help="time budget of each case's timed rounds (default 0.5 s)"

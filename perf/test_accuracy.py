@@ -1,4 +1,4 @@
-"""Accuracy per second of every model on real small data and Feynman formulas (see perf/accuracy.py)."""
+"""Accuracy per second of every model on real small data and Feynman formulas (see perf/matrix/accuracy.py)."""
 
 import pytest
 

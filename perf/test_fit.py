@@ -1,4 +1,4 @@
-"""Fit quality of every model on the seeded regression tasks (see perf/fit.py)."""
+"""Fit quality of every model on the seeded regression tasks (see perf/matrix/fit.py)."""
 
 import functools
 

@@ -1,4 +1,4 @@
-"""The benchmark: one test per case of the matrix (see perf/cases.py)."""
+"""The benchmark: one test per case of the matrix (see perf/matrix/cases.py)."""
 
 import dataclasses
 import statistics
