@@ -172,10 +172,16 @@ class FastKANLayer(nn.Module):
         train_denominator: bool = False,
         fused: bool = True,
         keep_basis_bytes: int | None = None,
+        domain: tuple[float, float] | None = None,
         device=None,
         dtype=None,
     ):
         super().__init__()
+        if domain is not None:
+            # Inputs known to lie in [lo, hi] (a PDE's coordinates): the grid spans that range and no
+            # LayerNorm is needed, the same as a fixed affine map from the domain onto the grid.
+            lo, hi = _domain(domain)
+            grid_min, grid_max, use_layernorm = lo, hi, False
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r}")
@@ -323,19 +329,33 @@ def _rbf_names(module, state_dict, prefix, local_metadata):
     return state_dict
 
 
+def _domain(domain) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError):
+        raise ValueError(f"domain must be a pair (lo, hi) of numbers, got {domain!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise ValueError(f"domain must be finite with lo < hi, got {domain!r}")
+    return lo, hi
+
+
 class FastKAN(nn.Module):
     """A stack of FastKANLayer: (..., layers_hidden[0]) -> (..., layers_hidden[-1]).
 
-    Where every layer's call takes ``fastkan.small``'s node, the whole stack is one such node.
+    ``input_domain=(lo, hi)``: the inputs lie in that range (coordinates, a few features): the first
+    layer's grid spans it instead of LayerNorm, which over two or three inputs keeps little more
+    than their signs. Where every layer's call takes ``fastkan.small``'s node, the whole stack is
+    one such node.
     """
 
-    def __init__(self, layers_hidden: Sequence[int], **layer_options):
+    def __init__(self, layers_hidden: Sequence[int], input_domain: tuple[float, float] | None = None, **layer_options):
         super().__init__()
         layers_hidden = list(layers_hidden)
         if len(layers_hidden) < 2:
             raise ValueError(f"layers_hidden needs at least an input and an output size, got {layers_hidden}")
         self.layers = nn.ModuleList(
-            FastKANLayer(i, o, **layer_options) for i, o in zip(layers_hidden[:-1], layers_hidden[1:])
+            FastKANLayer(i, o, **layer_options, **({"domain": input_domain} if k == 0 and input_domain else {}))
+            for k, (i, o) in enumerate(zip(layers_hidden[:-1], layers_hidden[1:]))
         )
 
     def forward(self, x: Tensor) -> Tensor:

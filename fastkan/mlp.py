@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 
 class MLP(nn.Module):
-    """Linear layers with ReLU between them: (..., layers[0]) -> (..., layers[-1])."""
+    """Linear layers with ``activation`` (ReLU by default) between them: (..., layers[0]) -> (..., layers[-1])."""
 
     def __init__(
         self,
@@ -16,6 +16,7 @@ class MLP(nn.Module):
         output_activation: Callable[[Tensor], Tensor] | None = None,
         device=None,
         dtype=None,
+        activation: Callable[[], nn.Module] = nn.ReLU,
     ):
         super().__init__()
         layers = list(layers)
@@ -24,7 +25,7 @@ class MLP(nn.Module):
         mods: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
             if i:
-                mods.append(nn.ReLU())
+                mods.append(activation())
             mods.append(nn.Linear(a, b, device=device, dtype=dtype))
         self.net = nn.Sequential(*mods)
         self.output_activation = output_activation

@@ -20,6 +20,7 @@ from perf.matrix.cases import Case
 from perf.matrix.configs import CONFIGS, DEFAULT_PASSES, DEVICES, DTYPES, MODES, PASSES
 from perf.matrix.fit import FIT_SETTINGS, TASKS, FitCase
 from perf.matrix.models import models, sync_bases
+from perf.matrix.physics import PDES, PHYSICS_SETTINGS, PhysicsCase
 
 REGRESSION_EXIT_CODE = 3
 
@@ -62,6 +63,12 @@ def pytest_addoption(parser):
         "--perf-accuracy",
         default="quick",
         help=f"accuracy-per-second cases (perf/matrix/accuracy.py): {', '.join(ACCURACY_SETTINGS)} or none "
+        "(default quick)",
+    )
+    group.addoption(
+        "--perf-physics",
+        default="quick",
+        help=f"physics-informed PDE cases (perf/matrix/physics.py): {', '.join(PHYSICS_SETTINGS)} or none "
         "(default quick)",
     )
     group.addoption(
@@ -128,6 +135,11 @@ class Selection:
             raise pytest.UsageError(
                 f"unknown --perf-accuracy value {self.accuracy}; valid: {', '.join(ACCURACY_SETTINGS)}, none"
             )
+        self.physics = config.getoption("perf_physics")
+        if self.physics not in (*PHYSICS_SETTINGS, "none"):
+            raise pytest.UsageError(
+                f"unknown --perf-physics value {self.physics}; valid: {', '.join(PHYSICS_SETTINGS)}, none"
+            )
         self.models_given = config.getoption("perf_model") is not None
         self.threads = config.getoption("perf_threads")
         self.seconds = config.getoption("perf_seconds")
@@ -174,6 +186,15 @@ class Selection:
         chosen = [m for m in s.models if not self.models_given or m in self.models]
         chosen += [m for m in self.models if models()[m].group == "user" and models()[m].fit and m not in chosen]
         return [AccuracyCase(m, t, w) for w in s.widths for t in s.tasks for m in chosen]
+
+    def physics_cases(self) -> list[PhysicsCase]:
+        """PDE cases, on the CPU in float32 eager mode: the setting's models (those of --perf-model, if given)."""
+        if self.physics == "none" or "cpu" not in self.devices:
+            return []
+        s = PHYSICS_SETTINGS[self.physics]
+        chosen = [m for m in s.models if not self.models_given or m in self.models]
+        chosen += [m for m in self.models if models()[m].group == "user" and m not in chosen]
+        return [PhysicsCase(m, t) for t in PDES for m in chosen]
 
     def device_kind(self) -> str:
         """Names the hardware the run's histories belong to; CPU and each GPU kind get their own folder."""
@@ -298,6 +319,10 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(
             "accuracy_case", [_param(c, table[c.model].missing, False) for c in selection.accuracy_cases()]
         )
+    if "physics_case" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "physics_case", [_param(c, table[c.model].missing, False) for c in selection.physics_cases()]
+        )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -311,6 +336,7 @@ def pytest_collection_modifyitems(config, items):
             ("perf_case", selection.cases()),
             ("fit_case", selection.fit_cases()),
             ("accuracy_case", selection.accuracy_cases()),
+            ("physics_case", selection.physics_cases()),
         )
         if not cases
     }
@@ -338,6 +364,11 @@ def perf_fit(request) -> str:
 @pytest.fixture
 def perf_accuracy(request) -> str:
     return request.config._perf_selection.accuracy
+
+
+@pytest.fixture
+def perf_physics(request) -> str:
+    return request.config._perf_selection.physics
 
 
 @pytest.fixture
@@ -389,7 +420,7 @@ def skip_summary(reports) -> list[str]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_benchmark_scale_unit(config, unit, benchmarks, best, worst, sort):
     """Fit cases time a whole training: their tables read in seconds; None leaves the others to pytest-benchmark."""
-    fits = benchmarks and all((b.get("group") or "").startswith(("fit-", "acc-")) for b in benchmarks)
+    fits = benchmarks and all((b.get("group") or "").startswith(("fit-", "acc-", "pde-")) for b in benchmarks)
     no_unit_given = config is None or config.getoption("benchmark_time_unit", None) in (None, "auto")
     return ("", 1.0) if unit == "seconds" and fits and no_unit_given else None
 

@@ -4,6 +4,7 @@
     python -m perf.report leaderboard [RUN ...]   every model per configuration, fastest first
     python -m perf.report bases [RUN ...]         which basis: approximation, fit and speed
     python -m perf.report accuracy [RUN ...]      which KAN learns best per second
+    python -m perf.report physics [RUN ...]       which KAN solves a PDE best per second
     python -m perf.report goals PLAIN LEAN ...    is the default FastKAN fastest everywhere?
     python -m perf.report compare A B             what changed from run A to run B (also: --compare A B)
 
@@ -19,13 +20,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from perf.reports import accuracy, bases, goals, leaderboard, seed
+from perf.reports import accuracy, bases, goals, leaderboard, physics, seed
 from perf.stats.compare import MEMORY_THRESHOLD, compare
 from perf.storage.runs import DEFAULT_STORAGE, ReportError, load, resolve
 
 EXIT_REGRESSED = 3
 #: subcommand -> module with add_arguments(parser), run(args) -> exit code, PLOT (the --plot help, or None)
-REPORTS = {"table": seed, "leaderboard": leaderboard, "bases": bases, "accuracy": accuracy, "goals": goals}
+REPORTS = {
+    "table": seed,
+    "leaderboard": leaderboard,
+    "bases": bases,
+    "accuracy": accuracy,
+    "physics": physics,
+    "goals": goals,
+}
 
 
 def _shared(plot: str | None) -> argparse.ArgumentParser:

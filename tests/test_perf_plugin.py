@@ -258,22 +258,24 @@ def test_a_run_of_every_kind_of_case_feeds_every_report(suite, capsys):
     # it: the bases report once read the accuracy cases as fit cases and crashed.
     suite.makepyfile(test_fitting="from perf.test_fit import test_fit  # noqa")
     suite.makepyfile(test_learning="from perf.test_accuracy import test_accuracy  # noqa")
+    suite.makepyfile(test_pde="from perf.test_physics import test_physics  # noqa")
     result = suite.runpytest_subprocess(
         "--perf-config=tiny",
         "--perf-device=cpu",
         "--perf-fit=smoke",
         "--perf-accuracy=smoke",
-        "--perf-model=fastkan-gaussian,mlp",
+        "--perf-physics=smoke",
+        "--perf-model=fastkan-gaussian,mlp,mlp-tanh",
         "--perf-seconds=0.01",
         "-k",
-        "tiny or fit-seed or acc-feynman",
+        "tiny or fit-seed or acc-feynman or pde-poisson-1d",
         "--benchmark-autosave",
     )
     assert result.ret == 0
     (path,) = (suite.path / ".benchmarks").glob("*/*/*.json")
     benches = {b["param"]: b["extra_info"] for b in json.loads(path.read_text())["benchmarks"]}
     kinds = {case: info["kind"] for case, info in benches.items()}
-    assert set(kinds.values()) == {"speed", "fit", "accuracy"}
+    assert set(kinds.values()) == {"speed", "fit", "accuracy", "physics"}
     assert all(info["schema"] == 2 and info["group"] in ("fastkan", "baseline") for info in benches.values())
     gauss = benches["fastkan-gaussian/fit-seed/cpu/fit"]
     assert len(gauss["rmse"]) == 2 and gauss["rmse_mean"] > 0 and gauss["steps"] == 5

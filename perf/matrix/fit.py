@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from perf.matrix.configs import Shape
-from perf.matrix.models import models, trainable
+from perf.matrix.models import matched
 
 TASKS: dict[str, Callable[[Tensor], Tensor]] = {
     # The seed's benchmark target.
@@ -68,22 +68,8 @@ def shape(settings: FitSettings, width: int | None = None) -> Shape:
 
 
 def build(model: str, settings: FitSettings) -> nn.Module:
-    """The registry's model ``model`` sized for the fit tasks: about the default FastKAN's trainable parameters.
-
-    Our FastKAN variants and the MLP take ``settings.hidden`` (the MLP matched in parameters); a B-spline
-    KAN or a peer, whose parameters grow otherwise with the width, gets the width closest to that budget.
-    """
-    spec = models()[model]
-    if spec.group in ("fastkan", "baseline"):
-        return spec.build(shape(settings))
-    budget = trainable(build("fastkan-gaussian", settings))
-    # Parameters of [2, width, 1] grow linearly in width: match the budget from two widths
-    # (2 and 3: fast-kan refuses LayerNorm over a single hidden unit).
-    with torch.random.fork_rng():  # the sizing models must not move the seed of the model trained
-        p2, p3 = trainable(spec.build(shape(settings, 2))), trainable(spec.build(shape(settings, 3)))
-    if p3 == p2:  # parameters that do not grow with the width: the FastKAN's width
-        return spec.build(shape(settings))
-    return spec.build(shape(settings, max(2, round(2 + (budget - p2) / (p3 - p2)))))
+    """The registry's model ``model`` sized for the fit tasks: about the default FastKAN's trainable parameters."""
+    return matched(model, lambda w: shape(settings, w), settings.hidden)
 
 
 def data(task: str, n: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from fastkan import BASES, MLP, BSplineKAN, FastKAN, FastKANLayer
@@ -70,6 +71,32 @@ def mlp(shape: Shape) -> nn.Module:
     return MLP([shape.layers[0], hidden, shape.layers[-1]])
 
 
+def mlp_tanh(shape: Shape) -> nn.Module:
+    """``mlp`` with tanh between its layers: the usual physics-informed baseline (ReLU has no second derivative)."""
+    hidden = shape.mlp_hidden or matched_hidden(shape.layers[0], shape.layers[-1], trainable(fastkan(shape)))
+    return MLP([shape.layers[0], hidden, shape.layers[-1]], activation=nn.Tanh)
+
+
+def matched(name: str, shape_of: Callable[[int], Shape], width: int) -> nn.Module:
+    """The model ``name`` with about the trainable parameters of the default FastKAN of ``shape_of(width)``.
+
+    Our FastKAN variants and the MLPs take ``width`` (the MLPs matched in parameters); a B-spline KAN,
+    a peer or a user's model, whose parameters grow otherwise with the width, gets the width closest
+    to that budget.
+    """
+    spec = models()[name]
+    if spec.group in ("fastkan", "baseline"):
+        return spec.build(shape_of(width))
+    budget = trainable(fastkan(shape_of(width)))
+    # Parameters of [in, width, out] grow linearly in width: match the budget from two widths
+    # (2 and 3: fast-kan refuses LayerNorm over a single hidden unit).
+    with torch.random.fork_rng():  # the sizing models must not move the seed of the model trained
+        p2, p3 = trainable(spec.build(shape_of(2))), trainable(spec.build(shape_of(3)))
+    if p3 == p2:  # parameters that do not grow with the width: the FastKAN's width
+        return spec.build(shape_of(width))
+    return spec.build(shape_of(max(2, round(2 + (budget - p2) / (p3 - p2)))))
+
+
 def _peer(name: str) -> Model:
     peer = PEERS[name]
     basis = {"fast-kan": "gaussian", "faster-kan": "rswaf", "chebykan": None}.get(name, "bspline")
@@ -103,6 +130,8 @@ def _builtin() -> list[Model]:
             basis="bspline",
         ),
         Model("mlp", mlp, "baseline"),
+        # Not in the fit and accuracy tasks (the ReLU MLP is there): the physics tasks' baseline.
+        Model("mlp-tanh", mlp_tanh, "baseline", fit=False),
         *(_peer(name) for name in PEERS),
     ]
 

@@ -5,7 +5,8 @@ configuration: ``acc-*`` accuracy, pass ``fit`` fit, else speed):
 
 - ``speed``: a pass of a model on a configuration, timed in rounds;
 - ``fit``: a model trained on a seeded 2-D regression task (test RMSE);
-- ``accuracy``: a model trained on a real or Feynman task at equal steps and equal time.
+- ``accuracy``: a model trained on a real or Feynman task at equal steps and equal time;
+- ``physics``: a model trained on a PDE (its loss holds second derivatives), relative L2 error.
 
 Writers build their ``extra_info`` with ``record(kind, **fields)``, which refuses a field this module
 does not define; readers check ``check(info)``, which refuses a newer schema and a case without its
@@ -15,7 +16,7 @@ kind's required fields.
 from __future__ import annotations
 
 SCHEMA_VERSION = 2
-KINDS = ("speed", "fit", "accuracy")
+KINDS = ("speed", "fit", "accuracy", "physics")
 
 #: every kind: what was measured, where
 COMMON = ("schema", "kind", "model", "group", "basis", "config", "device", "pass", "dtype", "mode", "threads")
@@ -91,10 +92,33 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "score_mean",
     ),
 }
+FIELDS["physics"] = COMMON + (
+    "physics_settings",
+    "task",
+    "params",
+    "steps",
+    "seeds",
+    "lr",
+    "time_per_step_s",
+    "budget_s",
+    "equal_time_steps",
+    "equal_steps",
+    "equal_steps_mean",
+    "equal_steps_std",
+    "equal_time",
+    "equal_time_mean",
+    "equal_time_std",
+    # the second-derivative column (perf.matrix.physics.check_second_derivative)
+    "grad2_rel_err",
+    "grad2_ok",
+    "grad2_note",
+    "trained",
+)
 REQUIRED: dict[str, tuple[str, ...]] = {
     "speed": ("model", "config", "device", "pass"),
     "fit": ("model", "config", "task", "rmse_mean"),
     "accuracy": ("model", "config", "task", "metric", "higher_is_better", "equal_time_mean", "equal_steps_mean"),
+    "physics": ("model", "config", "task", "grad2_ok", "trained"),
 }
 
 
@@ -116,6 +140,8 @@ def kind_of(info: dict) -> str:
     """The case's kind; schema 1 (no ``kind``) by its configuration and pass."""
     if "kind" in info:
         return info["kind"]
+    if str(info.get("config", "")).startswith("pde-"):
+        return "physics"
     if str(info.get("config", "")).startswith("acc-"):
         return "accuracy"
     return "fit" if info.get("pass") == "fit" else "speed"
