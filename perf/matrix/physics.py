@@ -297,22 +297,24 @@ class PhysicsCase:
         return f"{self.model}/{self.config}/cpu/fit"
 
 
-def check_second_derivative(model_name: str) -> dict:
-    """The second-derivative column: d^2 f / dx_i^2 by autograd against central differences of the
-    first derivative, in float64, on a small [2, 4, 1] network of the model; refused is reported."""
-    from perf.measure.gradcheck import TOLERANCE
+#: largest relative error of a second derivative still called right: second differences of the values
+#: (float64, step 1e-4) are good to about 1e-6, and to about 1e-4 next to a cubic B-spline's knots.
+GRAD2_TOLERANCE = 1e-3
 
+
+def check_second_derivative(model_name: str) -> dict:
+    """The second-derivative column: d^2 f / dx_i^2 by autograd (double backward) against second
+    differences of the model's values, in float64, on a small [2, 4, 1] network of the model; a
+    refused double backward is reported as such."""
     try:
         torch.manual_seed(0)
         model = models()[model_name].build(Shape((2, 4, 1), first={"domain": (-1.0, 1.0)})).double()
         x = torch.rand(5, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 1.6 - 0.8
-
-        def first(x):
-            x = x.detach().requires_grad_()
-            return torch.autograd.grad(model(x).sum(), x, create_graph=True)[0], x
-
-        g, xr = first(x)
-        worst = 0.0
+        xr = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(model(xr).sum(), xr, create_graph=True)
+        worst, step = 0.0, 1e-4
+        with torch.no_grad():
+            f0 = model(x)[:, 0]
         for i in range(2):
             # A first derivative without a graph back to x has a second derivative of 0 as autograd sees it.
             (second,) = (
@@ -321,15 +323,16 @@ def check_second_derivative(model_name: str) -> dict:
                 else (None,)
             )
             second = torch.zeros_like(x) if second is None else second
-            eps = torch.zeros_like(x)
-            eps[:, i] = 1e-5
-            numeric = (first(x + eps)[0][:, i] - first(x - eps)[0][:, i]) / 2e-5
-            scale = numeric.abs().max().clamp(min=1e-8)
+            e = torch.zeros_like(x)
+            e[:, i] = step
+            with torch.no_grad():
+                numeric = (model(x + e)[:, 0] - 2 * f0 + model(x - e)[:, 0]) / step**2
+            scale = numeric.abs().max().clamp(min=1e-6)
             worst = max(worst, ((second[:, i] - numeric).abs().max() / scale).item())
     except Exception as e:
         return {"grad2_rel_err": None, "grad2_ok": False, "grad2_note": f"refused: {type(e).__name__}: {e}"[:300]}
     return {
         "grad2_rel_err": worst,
-        "grad2_ok": worst <= TOLERANCE,
-        "grad2_note": "float64, [2, 4, 1], d2f/dx_i2 against central differences of df/dx_i (eps 1e-5)",
+        "grad2_ok": worst <= GRAD2_TOLERANCE,
+        "grad2_note": "float64, [2, 4, 1], d2f/dx_i2 against second differences of f (step 1e-4)",
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from perf.measure.gradcheck import TOLERANCE
+from perf.matrix.physics import GRAD2_TOLERANCE
 from perf.reports.tables import is_ours, load_runs, md_table, text_table
 from perf.storage.runs import ReportError, Run
 from perf.storage.schema import group_of
@@ -30,7 +30,7 @@ def second_derivative(info: dict) -> str:
     err = info.get("grad2_rel_err")
     if err is None:
         return "refused"
-    return "ok" if err <= TOLERANCE else f"WRONG ({err:.2g})"
+    return "ok" if err <= GRAD2_TOLERANCE else f"WRONG ({err:.2g})"
 
 
 def ranked(models: dict[str, dict]) -> list[tuple[str, dict]]:
@@ -147,7 +147,7 @@ def run(args) -> int:
         "relative L2 error of u against the exact solution on a test grid; mean ± std over seeds",
         f"equal time: the steps that fit in the time {REFERENCE} takes for the step budget, from each model's "
         "median time per step here",
-        "2nd derivative: d2f/dx2 by autograd against central differences of the first derivative (float64); "
+        "2nd derivative: d2f/dx2 by autograd against second differences of the values (float64); "
         "a model whose second derivative is wrong or refused is not trained",
         f"settings: {any_info.get('physics_settings')} (pytest perf --perf-physics=quick|full)",
     ]
