@@ -126,7 +126,11 @@ def test_the_readme_shows_commands_and_each_one_parses(pristine_registry, monkey
         monkeypatch.syspath_prepend(str(folder))
         try:
             if words[0] == "pytest":
-                _pytest_perf(words[1:] if words[1:2] != ["perf"] else words[2:], folder)
+                # The test paths (perf, perf/test_physics.py) must exist; the rest are options.
+                values = {i + 1 for i, w in enumerate(words) if w in ("-k", "-p", "-m")}  # flags' own values
+                paths = [w for i, w in enumerate(words) if i and i not in values and not w.startswith("-")]
+                assert all((folder / w).exists() for w in paths), paths
+                _pytest_perf([w for i, w in enumerate(words) if i and (i in values or w.startswith("-"))], folder)
             else:
                 module = {"perf.report": report, "perf.gate": gate, "perf.noise": noise}[words[2]]
                 args = words[3:]

@@ -81,40 +81,33 @@ def verdict(task: str, models: dict[str, dict]) -> str:
 
 
 def plot(groups: dict[str, dict[str, dict]], path: Path) -> Path:
-    from perf.reports.plots import log_axis, pyplot, save_figure
+    from perf.reports.plots import log_axis, pyplot
 
     plt = pyplot()
     n = len(groups)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 5.2), squeeze=False)
     fig.suptitle("relative L2 error at equal training time against time per step (lower left is better)")
-    names = sorted({m for models in groups.values() for m in models})
+    names = sorted({m for models in groups.values() for m, i in models.items() if i.get("trained")})
     colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(names)}
+    group = {m: group_of(m, i) for models in groups.values() for m, i in models.items()}
+    marker = {m: "o" if is_ours(group[m]) else "^" if group[m] == "baseline" else "s" for m in names}
     for ax, (task, models) in zip(axes[0], groups.items()):
         for m, info in models.items():
-            if not info.get("trained"):
-                continue
-            ax.scatter(
-                info["time_per_step_s"] * 1e3,
-                info["equal_time_mean"],
-                color=colours[m],
-                s=36,
-                marker="o" if is_ours(group_of(m, info)) else "s",
-                label=m,
-            )
-            ax.annotate(
-                m,
-                (info["time_per_step_s"] * 1e3, info["equal_time_mean"]),
-                xytext=(4, 2),
-                textcoords="offset points",
-                fontsize=7,
-            )
+            if info.get("trained"):
+                ax.scatter(
+                    info["time_per_step_s"] * 1e3, info["equal_time_mean"], color=colours[m], s=40, marker=marker[m]
+                )
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("time per training step, ms (log scale)")
         ax.set_ylabel("relative L2 error of u (log scale)")
         log_axis(ax, "x")
         log_axis(ax, "y")
+    handles = [plt.Line2D([], [], linestyle="", marker=marker[m], color=colours[m], label=m) for m in names]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(names)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.93))  # room for the legend below and the title above
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(plt, fig, path)
+    fig.savefig(path)
+    plt.close(fig)
     return path
 
 
