@@ -135,6 +135,14 @@ def _candidates(u: Tensor, geometry: Geometry, grid: Tensor) -> tuple[Tensor, Te
     return (u[..., None] - grid[index]) / h, inside, cols
 
 
+def _double_backward(ctx, grad_out: Tensor, u: Tensor, weight: Tensor) -> tuple:
+    """(u, weight, basis, geometry) gradients of the plain composition, with their graph."""
+    grid, h = ctx.basis.tensors()
+    needs = (ctx.needs_input_grad[0], False, False, ctx.needs_input_grad[1])
+    grad_u, _, _, grad_w = modes.spline_double_backward(needs, grad_out, u, grid, h, weight, ctx.basis.fn)
+    return grad_u, grad_w, None, None
+
+
 class _Scattered(torch.autograd.Function):
     """``B @ weight.T`` with B (N, in * G) zero but for the K candidates' basis values of each input.
 
@@ -153,10 +161,7 @@ class _Scattered(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         u, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            grid, h = ctx.basis.tensors()
-            needs = (ctx.needs_input_grad[0], False, False, ctx.needs_input_grad[1])
-            grad_u, _, _, grad_w = modes.spline_double_backward(needs, grad_out, u, grid, h, weight, ctx.basis.fn)
-            return grad_u, grad_w, None, None
+            return _double_backward(ctx, grad_out, u, weight)
         need_u, need_w = ctx.needs_input_grad[:2]
         basis, h = ctx.basis, ctx.geometry.h
         d, inside, cols = _candidates(u, ctx.geometry, ctx.basis.tensors()[0].detach())
@@ -214,10 +219,7 @@ class _Sparse(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         u, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            grid, h = ctx.basis.tensors()
-            needs = (ctx.needs_input_grad[0], False, False, ctx.needs_input_grad[1])
-            grad_u, _, _, grad_w = modes.spline_double_backward(needs, grad_out, u, grid, h, weight, ctx.basis.fn)
-            return grad_u, grad_w, None, None
+            return _double_backward(ctx, grad_out, u, weight)
         wanted = [x for x in ctx.inner if x.requires_grad]
         # retain_graph: a caller may run this backward again (retain_graph=True, gradcheck).
         grads = iter(torch.autograd.grad(ctx.out, wanted, grad_out, retain_graph=True) if wanted else ())

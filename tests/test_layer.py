@@ -45,26 +45,15 @@ def fused_path(request, monkeypatch):
     return request.param
 
 
-def gradcheck_module(module, x):
-    """gradcheck of module(x) with respect to x and every trainable parameter."""
+def gradcheck_module(module, x, check=torch.autograd.gradcheck):
+    """``check`` (gradcheck, or gradgradcheck) of module(x) with respect to x and every trainable parameter."""
     names = [n for n, p in module.named_parameters() if p.requires_grad]
     params = [p for p in module.parameters() if p.requires_grad]
 
     def f(x, *ps):
         return torch.func.functional_call(module, dict(zip(names, ps)), (x,))
 
-    return torch.autograd.gradcheck(f, (x, *params))
-
-
-def gradgradcheck_module(module, x):
-    """gradgradcheck of module(x) with respect to x and every trainable parameter."""
-    names = [n for n, p in module.named_parameters() if p.requires_grad]
-    params = [p for p in module.parameters() if p.requires_grad]
-
-    def f(x, *ps):
-        return torch.func.functional_call(module, dict(zip(names, ps)), (x,))
-
-    return torch.autograd.gradgradcheck(f, (x, *params))
+    return check(f, (x, *params))
 
 
 def count(model, trainable=False):
@@ -278,7 +267,7 @@ def test_fused_backward_is_twice_differentiable(out):
     torch.manual_seed(0)
     layer = FastKANLayer(3, out, dtype=torch.float64)
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    assert gradgradcheck_module(layer, x)
+    assert gradcheck_module(layer, x, torch.autograd.gradgradcheck)
     second = []
     for fused in (True, False):
         layer.fused = fused

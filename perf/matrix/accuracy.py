@@ -260,6 +260,11 @@ def train(
     return result
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample spread (0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def step_time(trained: Trained) -> float:
     """Median time per step, the first steps (warm-up, a peer's compilation) left out."""
     times = trained.step_times[3:] or trained.step_times
@@ -318,11 +323,8 @@ def evaluate(task_name: str, model_name: str, settings: AccuracySettings, width:
     data = split(task_name)
     model = build(model_name, data.x_train.shape[1], task.outputs, width)
 
-    def summary(values):
-        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-    mean_steps, std_steps = summary(equal_steps)
-    mean_time, std_time = summary(equal_time)
+    mean_steps, std_steps = mean_std(equal_steps)
+    mean_time, std_time = mean_std(equal_time)
     return {
         "task": task_name,
         "metric": task.metric,

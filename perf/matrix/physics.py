@@ -21,7 +21,6 @@ takes for ``steps`` (equal time), per seed.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from perf.matrix.accuracy import Trained, mean_std, step_time
 from perf.matrix.configs import Shape
 from perf.matrix.models import matched, models
 
@@ -196,12 +196,6 @@ def build(model: str, task: str, settings: PhysicsSettings) -> nn.Module:
     return matched(model, lambda w: shape(task, w), settings.hidden)
 
 
-@dataclass
-class Trained:
-    at: dict[int, float]  # step -> relative L2 error on the test grid
-    step_times: list[float]
-
-
 def train(
     task: str, model_name: str, settings: PhysicsSettings, seed: int, steps: int, read_at: tuple[int, ...]
 ) -> Trained:
@@ -212,7 +206,7 @@ def train(
     xb, yb = pde.boundary(settings.boundary, seed)
     xt, yt = pde.test_grid()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
-    out = Trained({}, [])
+    out = Trained()  # at: step -> relative L2 error on the test grid
     for step in range(1, steps + 1):
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -226,11 +220,6 @@ def train(
                 err = (model(xt)[:, 0] - yt).norm() / yt.norm()
             out.at[step] = err.item() if torch.isfinite(err) else float("inf")
     return out
-
-
-def step_time(trained: Trained) -> float:
-    times = trained.step_times[3:] or trained.step_times
-    return statistics.median(times)
 
 
 _REFERENCE_TIMES: dict[tuple, float] = {}
@@ -259,11 +248,8 @@ def evaluate(task: str, model_name: str, settings: PhysicsSettings) -> dict:
             equal_steps.append(trained.at[steps])
         equal_time.append(trained.at.get(equal_time_steps, trained.at[steps]))
 
-    def summary(values):
-        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-    mean_steps, std_steps = summary(equal_steps)
-    mean_time, std_time = summary(equal_time)
+    mean_steps, std_steps = mean_std(equal_steps)
+    mean_time, std_time = mean_std(equal_time)
     model = build(model_name, task, settings)
     return {
         "task": task,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from perf.matrix.physics import GRAD2_TOLERANCE
-from perf.reports.tables import is_ours, load_runs, md_table, text_table
+from perf.reports.tables import is_ours, load_and_plot, md_table, source_line, text_table
 from perf.storage.runs import ReportError, Run
 from perf.storage.schema import group_of
 
@@ -120,15 +120,12 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     try:
-        runs = load_runs(args)
-        groups = collect(runs)
-        if args.plot is not None:
-            plot(groups, args.plot)
+        runs, groups = load_and_plot(args, collect, plot)
     except ReportError as e:
         print(f"perf.report: error: {e}", file=sys.stderr)
         return 2
     any_info = next(i for models in groups.values() for i in models.values())
-    out = [("_from " + runs[0].describe() + "_") if args.markdown else "from " + runs[0].describe(), ""]
+    out = [source_line(runs, args.markdown), ""]
     verdicts = []
     for task, models in groups.items():
         header, body = table(models)

@@ -55,3 +55,17 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 def load_runs(args) -> list[Run]:
     """The runs named on the command line, or the latest saved one (ReportError if none)."""
     return [load(resolve(spec, args.storage)) for spec in (args.runs or [None])]
+
+
+def load_and_plot(args, collect, plot):
+    """``(runs, collect(runs))`` for the runs of ``args``, and ``plot``'s figure where --plot asks for one."""
+    runs = load_runs(args)
+    groups = collect(runs)
+    if getattr(args, "plot", None) is not None:
+        plot(groups, args.plot)
+    return runs, groups
+
+
+def source_line(runs, markdown: bool) -> str:
+    """The first line of a report: the run it read, the machine and torch it ran on."""
+    return ("_from " + runs[0].describe() + "_") if markdown else "from " + runs[0].describe()
