@@ -161,10 +161,12 @@ class PhysicsSettings:
 PHYSICS_SETTINGS = {
     "smoke": PhysicsSettings(("fastkan-gaussian", "mlp-tanh"), 4, 3, 1, 32, 8),
     "quick": PhysicsSettings(("fastkan-gaussian", "bspline", "mlp-tanh"), 8, 60, 1, 128, 32),
-    # About 10 minutes here with the PyPI peers (pykan, tens of times slower per step, is left out).
+    # About 5 minutes here with every peer but pykan, which took 150 ms a step here (7 to 12 for ours):
+    # 6 minutes more on its own.
     "full": PhysicsSettings(
         (
             "fastkan-gaussian",
+            "plain-fastkan",
             "fastkan-rswaf",
             "fastkan-inverse-quadratic",
             "lean-fastkan",
