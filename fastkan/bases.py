@@ -46,7 +46,7 @@ _FAR = 750.0
 # exp(-x) beyond x = 87 gives denormal or zero floats, which x86 CPUs compute
 # 20 to 40 times slower (and every product with them after). Capping x at 64
 # changes a bump's value by less than exp(-64) = 1.6e-28.
-_EXP_CAP = 64.0
+EXP_CAP = 64.0
 # exp(x) is computed as exp2(x * log2(e)) from this many values on: torch's exp2 kernel took 0.38x
 # the time of its exp on this project's CPU (AVX-512, torch 2.13). On fewer values the product by
 # a Python number and exp2's backward (one more product, by ln 2) cost more than they save:
@@ -156,7 +156,7 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
 @register(
     "gaussian",
     derivative=_gaussian_derivative,
-    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP * _LOG2E).exp2_(),
+    of_neg_square=lambda t: t.clamp_(min=-EXP_CAP * _LOG2E).exp2_(),
     of_neg_square_derivative=lambda phi: phi,
     neg_square_scale=_LOG2E,
     exponential=True,
@@ -170,9 +170,9 @@ def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
         # two operations cost more than the few slow denormal values they avoid (forward + backward
         # of a [4, 16, 1] FastKAN on 32 inputs: 0.96x the time with the cap).
         if square.numel() >= _EXP2_VALUES:
-            square.detach().clamp_(max=_EXP_CAP)
+            square.detach().clamp_(max=EXP_CAP)
         return _exp_neg(square)
-    return _exp_neg(_abs_pow(d, exponent).clamp(max=_EXP_CAP))
+    return _exp_neg(_abs_pow(d, exponent).clamp(max=EXP_CAP))
 
 
 # Other exponents, as the seed suggests. Named so that no basis name contains
@@ -200,12 +200,12 @@ def expit(d: Tensor) -> Tensor:
 @register(
     "centred-expit",
     derivative=lambda d, phi: (1.0 - 0.5 * phi).mul_(phi).mul_(d).mul_(-2.0),
-    of_neg_square=lambda t: t.clamp_(min=-_EXP_CAP).sigmoid_().mul_(2.0),
+    of_neg_square=lambda t: t.clamp_(min=-EXP_CAP).sigmoid_().mul_(2.0),
     of_neg_square_derivative=lambda phi: torch.addcmul(phi, phi, phi, value=-0.5),
 )
 def expit_centred(d: Tensor) -> Tensor:
     """The seed's expit turned into a bump: ``2 / (1 + exp(d**2))``, 1 at the centre, 0 far away."""
-    return 2.0 * torch.special.expit(-(d * d).clamp(max=_EXP_CAP))
+    return 2.0 * torch.special.expit(-(d * d).clamp(max=EXP_CAP))
 
 
 @register("rswaf", derivative=lambda d, phi: torch.tanh(d).mul_(phi).mul_(-2.0))

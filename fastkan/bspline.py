@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layer import _check_last_dim
+from .layer import check_last_dim
 
 
 class BSplineKANLinear(nn.Module):
@@ -113,7 +113,7 @@ class BSplineKANLinear(nn.Module):
         return self.spline_weight
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_last_dim(x, self.in_features, type(self).__name__)
+        check_last_dim(x, self.in_features, type(self).__name__)
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)
         base = F.linear(self.base_activation(x), self.base_weight)
@@ -123,7 +123,7 @@ class BSplineKANLinear(nn.Module):
     @torch.no_grad()
     def update_grid(self, x: Tensor, margin: float = 0.01) -> None:
         """Refit the knots to the data x (N, in), keeping the function it computes."""
-        _check_last_dim(x, self.in_features, "update_grid")
+        check_last_dim(x, self.in_features, "update_grid")
         x = x.reshape(-1, self.in_features)
         n, k, gs = x.shape[0], self.spline_order, self.grid_size
         splines = self.b_splines(x).permute(1, 0, 2)  # (in, N, coeff)

@@ -69,7 +69,7 @@ def _reductions(of_neg_square, derivative, scale: float, dtype: torch.dtype):
         return (of_neg_square((d * d) * scale) * go[:, None, None]).sum(0)
 
     def input_grad(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor, go: Tensor) -> Tensor:
-        """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- fused._FAR h."""
+        """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- fused.FAR h."""
         d = (u[:, None, :] - c[:, None]) * inv_h
         return (derivative(of_neg_square((d * d) * scale)) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
 
@@ -259,7 +259,7 @@ def _kernels(basis, dtype: torch.dtype, groups: _Groups | None = None):
 def available(u: Tensor) -> bool:
     """Whether a call on ``u`` may take the compiled kernels (the basis and weight checked by the caller)."""
     # Inside a model the user compiles, the eager path is traced and fused by that compilation.
-    return ENABLED and not _broken and u.device.type == "cpu" and not fused._is_compiling()
+    return ENABLED and not _broken and u.device.type == "cpu" and not modes.is_compiling()
 
 
 def _weights(weight: Tensor, in_dim: int, g: int, groups: _Groups | None) -> Tensor:
@@ -313,7 +313,7 @@ class OneOutput(torch.autograd.Function):
             # As in fastkan.fused: an infinite d**2 would give a capped basis value times an unbounded d.
             # Forward needs no clamp (an infinite d**2 gives the capped value either way), and clamping
             # every d there cost it a quarter of its time.
-            far = float(fused._FAR * h)  # this path runs on the CPU only: reading h costs nothing
+            far = float(fused.FAR * h)  # this path runs on the CPU only: reading h costs nothing
             v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
             grad_u = ctx.kernels[2](v, c, inv_h, _weights(weight, in_dim, g, None), go)
         return grad_u, None, None, grad_w, None, None, None

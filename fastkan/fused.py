@@ -21,7 +21,7 @@ import functools
 import torch
 from torch import Tensor
 
-from . import compiled, modes, rows
+from . import modes
 
 # Basis values per block and torch thread (1 MiB in float32, about a core's
 # L2 cache). Measured on seed-300k and kanbench-10m layers: with 1 thread,
@@ -53,19 +53,15 @@ PLAIN_ELEMENTS = 1 << 18
 # within noise, so forward keeps its blocks.
 WHOLE_BACKWARD_BYTES = 32 << 20
 
-# torch.compiler.is_compiling is new in torch 2.3; with older versions a
-# compiled layer breaks its graph at the clamp bound and the thread count (still correct).
-_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
-
 
 def _block_elements() -> int:
     # A compiled graph cannot read the thread count; it gets one thread's block.
-    return BLOCK_ELEMENTS if _is_compiling() else BLOCK_ELEMENTS * torch.get_num_threads()
+    return BLOCK_ELEMENTS if modes.is_compiling() else BLOCK_ELEMENTS * torch.get_num_threads()
 
 
 # |u - centre| / h beyond which no bump is distinguishable from its tail;
 # clamping there keeps (u / h)**2 finite in float32.
-_FAR = 1e6
+FAR = 1e6
 
 
 def _step(n: int, in_dim: int, num_grids: int, whole: bool = False) -> int:
@@ -73,14 +69,14 @@ def _step(n: int, in_dim: int, num_grids: int, whole: bool = False) -> int:
     return in_dim if whole else min(in_dim, max(1, _block_elements() // max(1, n * num_grids)))
 
 
-def _keeps(u: Tensor, num_grids: int, keep_bytes: int) -> bool:
+def keeps(u: Tensor, num_grids: int, keep_bytes: int) -> bool:
     """Whether the (N, in, G) basis of ``u`` fits the budget for keeping it until backward."""
     return u.numel() * num_grids * u.element_size() <= keep_bytes
 
 
 def _whole_backward(u: Tensor, num_grids: int, weight: Tensor, need_u: bool, kept) -> bool:
     """Whether backward takes the basis in one block: kept, or rebuilt whole (``WHOLE_BACKWARD_BYTES``)."""
-    return kept is not None or (weight.shape[0] > 1 and need_u and _keeps(u, num_grids, WHOLE_BACKWARD_BYTES))
+    return kept is not None or (weight.shape[0] > 1 and need_u and keeps(u, num_grids, WHOLE_BACKWARD_BYTES))
 
 
 def _blocks(in_dim: int, step: int):
@@ -101,11 +97,11 @@ class _Constants:
     -c, times -2 / h**2 (see ``_backward_neg_square``); float64 on a grid wider than ``WIDE_GRID``."""
 
     def __init__(self, grid: Tensor, h: Tensor):
-        if h.device.type != "cpu" or _is_compiling():
+        if h.device.type != "cpu" or modes.is_compiling():
             # Reading h or the grid would sync a GPU or break a compiled graph.
             self.inv_h = 1.0 / h
             self.centre = grid.mean()
-            self.far = _FAR * h
+            self.far = FAR * h
             self.c = grid - self.centre
             self.rows = torch.stack([torch.ones_like(self.c), -self.c]) * (-2.0 * self.inv_h * self.inv_h)
             return
@@ -114,7 +110,7 @@ class _Constants:
         values, h = grid.tolist(), float(h)
         self.inv_h = 1.0 / h
         self.centre = sum(values) / len(values)
-        self.far = _FAR * h
+        self.far = FAR * h
         self.c = torch.tensor([x - self.centre for x in values], dtype=grid.dtype)
         k = -2.0 * self.inv_h * self.inv_h
         wide = max(abs(x - self.centre) for x in values) * self.inv_h > WIDE_GRID
@@ -149,8 +145,8 @@ def cached(cache: dict, key, make):
     return cache[key]
 
 
-def _constants(grid: Tensor, h: Tensor) -> _Constants:
-    if h.device.type != "cpu" or _is_compiling():
+def constants(grid: Tensor, h: Tensor) -> _Constants:
+    if h.device.type != "cpu" or modes.is_compiling():
         return _Constants(grid, h)
     return cached(_CONSTANTS, (grid.dtype, float(h), *grid.tolist()), lambda: _Constants(grid, h))
 
@@ -182,7 +178,7 @@ class _Distances:
         scale: float = 1.0,
     ):
         self.u, self.step, self.neg_square, self.layout = u, step, neg_square, layout
-        k = _constants(grid, h)
+        k = constants(grid, h)
         self.inv_h, self.centre, self.far, self.c, self.rows = k.inv_h, k.centre, k.far, k.c, k.rows
         self.square_scale = -scale * self.inv_h * self.inv_h  # -d**2 comes scaled by the basis' scale
         self.n = u.shape[0]
@@ -196,7 +192,7 @@ class _Distances:
             return v if self.layout == "centre" else v.t()
         if self.v_t is None:
             u = self.u
-            if _is_compiling():
+            if modes.is_compiling():
                 # A traced out= takes the strides of the transposed input, which later views cannot take.
                 self.v_t = (u.t() - self.centre).contiguous()
             else:
@@ -218,7 +214,7 @@ class _Distances:
         else:
             d = torch.sub(v.t()[..., None], self.c, out=buf.view(n, m, g))
         if self.neg_square:
-            _scaled_square_(d, self.square_scale)
+            scaled_square_(d, self.square_scale)
         else:
             d.mul_(self.inv_h)
         if self.layout == "centre":
@@ -227,16 +223,16 @@ class _Distances:
 
 
 @functools.lru_cache(maxsize=8)
-def _zero(dtype: torch.dtype) -> Tensor:
+def zero(dtype: torch.dtype) -> Tensor:
     """A 0-dim CPU zero, made once: only CPU calls get a Python number for the scale (``_Constants``)."""
     return torch.zeros((), dtype=dtype)
 
 
-def _scaled_square_(d: Tensor, scale) -> Tensor:
+def scaled_square_(d: Tensor, scale) -> Tensor:
     """``d = scale * d**2`` in place; ``scale`` a Python number or a 0-dim tensor."""
     if isinstance(scale, float):
         # Square and scale in one pass, not two (0 + s * d * d).
-        return torch.addcmul(_zero(d.dtype), d, d, value=scale, out=d)
+        return torch.addcmul(zero(d.dtype), d, d, value=scale, out=d)
     return d.mul_(d).mul_(scale)  # a tensor (a GPU's or a compiled graph's h), which addcmul's value cannot take
 
 
@@ -254,7 +250,7 @@ def _feature_major(n: int, weight: Tensor, neg_square_backward: bool) -> bool:
     return weight.shape[0] <= n or not neg_square_backward
 
 
-def _neg_square_backward(basis, u: Tensor, grid: Tensor, h: Tensor) -> bool:
+def neg_square_backward(basis, u: Tensor, grid: Tensor, h: Tensor) -> bool:
     """Whether backward takes ``_backward_neg_square``: a basis of -d**2 with its derivative, on a frozen grid."""
     return (
         basis.of_neg_square_derivative is not None
@@ -269,10 +265,10 @@ class _FusedSpline(torch.autograd.Function):
         n, in_dim = u.shape
         g = grid.numel()
         # A kept basis is built in one block: it is stored whole anyway.
-        keep = _keeps(u, g, keep_bytes)
+        keep = keeps(u, g, keep_bytes)
         step = _step(n, in_dim, g, keep)
         neg_square = _neg_square(basis, u)
-        layout = "feature" if _feature_major(n, weight, _neg_square_backward(basis, u, grid, h)) else "input"
+        layout = "feature" if _feature_major(n, weight, neg_square_backward(basis, u, grid, h)) else "input"
         dist = _Distances(u, grid, h, step, neg_square, layout, basis.neg_square_scale)
         fn = basis.of_neg_square if neg_square else basis.fn
         # Each block p is (block * G, N). The product's orientation follows the shape, as measured here:
@@ -308,7 +304,7 @@ class _FusedSpline(torch.autograd.Function):
         u, grid, h, weight, phi, v = ctx.saved_tensors
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis
-        if _neg_square_backward(basis, u, grid, h):
+        if neg_square_backward(basis, u, grid, h):
             grad_u, grad_w = _backward_neg_square(
                 u, grid, h, weight, grad_out, basis, need_u, need_w, ctx.layout, phi, v
             )
@@ -330,7 +326,7 @@ class _OneOutput(torch.autograd.Function):
     def forward(ctx, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis, keep_bytes: int) -> Tensor:
         n, in_dim = u.shape
         g = grid.numel()
-        keep = _keeps(u, g, keep_bytes)
+        keep = keeps(u, g, keep_bytes)
         cols = _Distances(u, grid, h, _step(n, in_dim, g, keep), True, "centre", basis.neg_square_scale)
         out = u.new_zeros(n)
         phi = None
@@ -381,8 +377,8 @@ class _OneOutput(torch.autograd.Function):
         return grad_u, None, None, grad_w, None, None
 
 
-def _one_output(basis, u: Tensor, weight: Tensor) -> bool:
-    return weight.shape[0] == 1 and _neg_square_backward(basis, u, *basis.tensors())
+def is_one_output(basis, u: Tensor, weight: Tensor) -> bool:
+    return weight.shape[0] == 1 and neg_square_backward(basis, u, *basis.tensors())
 
 
 def _neg_square(basis, u: Tensor) -> bool:
@@ -435,7 +431,7 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, la
         grad_w = torch.mm(grad_out.t(), kept.t()) if need_w else None
         if not need_u:
             return None, grad_w
-        return _input_gradient(kept, kept_v, weight, grad_out, basis, _constants(grid, h).rows, feature), grad_w
+        return _input_gradient(kept, kept_v, weight, grad_out, basis, constants(grid, h).rows, feature), grad_w
     n, in_dim = u.shape
     g = grid.numel()
     step = _step(n, in_dim, g, _whole_backward(u, g, weight, need_u, None))
@@ -528,18 +524,6 @@ def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
     return grad_u, grad_grid, grad_h, grad_w.result() if grad_w is not None else None
 
 
-def takes_plain(u: Tensor, basis, weight: Tensor, rows: int | None = None) -> bool:
-    """Whether a call on u (N, in), or on ``rows`` inputs like u, is small enough for the plain
-    composition to be the faster way."""
-    if u.is_cuda:
-        return False
-    values = (u.shape[0] if rows is None else rows) * weight.shape[1]
-    if values > PLAIN_ELEMENTS:
-        return False
-    # The checks below cost a few percent of a small call's time: only sizes between the two limits pay them.
-    return values <= compiled.PLAIN_ELEMENTS or not (_one_output(basis, u, weight) and compiled.available(u))
-
-
 def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out).
 
@@ -551,11 +535,6 @@ def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None 
     if u.shape[0] == 0:
         return u.new_zeros(0, weight.shape[0]) + 0 * weight.sum()  # keeps the graph for empty batches
     keep = KEEP_BASIS_BYTES if keep_basis_bytes is None else keep_basis_bytes
-    one = _one_output(basis, u, weight)
-    if one and compiled.available(u):
-        y = compiled.one_output(u, basis, weight)
-        if y is not None:
-            return y
-    if rows.takes(u, basis, weight, keep):  # never a one-output layer
-        return rows.spline(u, basis, weight)
-    return (_OneOutput if one else _FusedSpline).apply(u, *basis.tensors(), weight, basis, keep)
+    return (_OneOutput if is_one_output(basis, u, weight) else _FusedSpline).apply(
+        u, *basis.tensors(), weight, basis, keep
+    )

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import fused, local, modes, small
+from . import dispatch, modes, small
 from .bases import (
     DERIVATIVES,
     EXPONENTIAL,
@@ -22,7 +22,7 @@ from .bases import (
 )
 
 
-def _check_last_dim(x: Tensor, expected: int, what: str) -> None:
+def check_last_dim(x: Tensor, expected: int, what: str) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{what} expects a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[-1] != expected:
@@ -224,7 +224,7 @@ class FastKANLayer(nn.Module):
         else:
             weight = spline_linear._parameters["weight"]
             fast = self.fused and modes.plain_reason(u) is None
-            plain = not fast or fused.takes_plain(u, basis, weight)
+            plain = not fast or dispatch.takes_plain(u, basis, weight)
             kind = small.kind(u, basis) if plain and fast else None
             if kind is not None:
                 y = small.small_layer(u, basis, kind, weight)
@@ -232,7 +232,7 @@ class FastKANLayer(nn.Module):
                 # RadialBasis.forward, not the module call: a small call pays for every call it makes.
                 phi = basis.forward(u).flatten(-2)
                 return F.linear(phi, weight) if base is None else torch.addmm(base, phi, weight.t())
-            y = self._fused_spline(u, basis, weight)
+            y = dispatch.spline(u, basis, weight, self.keep_basis_bytes)
         return y if base is None else y + base
 
     def _small(self, x: Tensor, ln, lin) -> Tensor | None:
@@ -255,7 +255,7 @@ class FastKANLayer(nn.Module):
         ):
             return None
         weight = spline_linear._parameters["weight"]
-        if not fused.takes_plain(x, basis, weight, rows) or weight.dtype != x.dtype:
+        if not dispatch.takes_plain(x, basis, weight, rows) or weight.dtype != x.dtype:
             return None
         kind = small.kind(x, basis)
         if kind is None:
@@ -264,19 +264,6 @@ class FastKANLayer(nn.Module):
         base = None if lin is None else (lin._parameters["weight"], lin._parameters["bias"])
         return basis, kind, weight, norm, base
 
-    def _fused_spline(self, u: Tensor, basis: RadialBasis, weight: Tensor) -> Tensor:
-        """Triton's kernels on CUDA where they cover the basis, ``fastkan.local`` for compact bases on
-        large grids, else ``fastkan.fused``."""
-        if u.is_cuda and u.shape[0] > 0:
-            from . import triton_spline
-
-            if triton_spline.available(u, basis):
-                return triton_spline.triton_spline(u, basis, weight)
-        geometry = local.plan(u, basis)
-        if geometry is not None:
-            return local.local_spline(u, basis, weight, geometry)
-        return fused.fused_spline(u, basis, weight, self.keep_basis_bytes)
-
     def _part(self, name: str):
         """Submodule ``name``, or what was assigned in its place, by dictionary lookups: nn.Module's
         attribute fallback, which finds submodules otherwise, costs a small call about 0.7 us a lookup."""
@@ -284,7 +271,7 @@ class FastKANLayer(nn.Module):
         return modules[name] if name in modules else self.__dict__.get(name)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_last_dim(x, self.input_dim, type(self).__name__)
+        check_last_dim(x, self.input_dim, type(self).__name__)
         lead = x.shape[:-1] if x.dim() != 2 else None  # a batch of vectors needs no reshaping (small calls pay per op)
         if lead is not None:
             x = x.reshape(-1, self.input_dim)

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import modes
-from .fused import _is_compiling
 
 # The local path needs at least this many centres per candidate (G >= LOCAL_RATIO * K) and at least
 # LOCAL_GRID centres: with 8, the suite measured hat and wendland (K = 2) slower than the dense path
@@ -103,7 +102,7 @@ def plan(u: Tensor, basis) -> Geometry | None:
         or basis.derivative is None
         or u.device.type != "cpu"
         or u.dtype not in (torch.float32, torch.float64)
-        or _is_compiling()
+        or modes.is_compiling()
     ):
         return None
     grid, h = basis.tensors()

@@ -5,14 +5,14 @@ whole (out, N) result, which a large batch makes large (batch-4096's first layer
 re-read and re-written by each of its 32 blocks), and its backward rebuilds the basis
 whole or in blocks of that shape. Here a block is R whole rows of the batch with every
 input feature, laid out (R, G, in): each step of building it is one contiguous pass, as
-in ``fused._OneOutput``, and the weight's columns are permuted to that order once per
+in fused's one-output Function, and the weight's columns are permuted to that order once per
 call (an (out, in * G) copy, smaller than the basis where the batch exceeds the outputs).
 Forward writes each block's rows of the output once, with one product over all inputs;
 backward adds each block's share of the weight gradient and computes the block's input
 gradient from its own rows, in buffers of one block. Only the inputs are saved.
 
 Taken on the CPU, in eager mode, for bases of ``-d**2`` with their derivative on a
-frozen grid (``fused._neg_square_backward``), a basis too large to keep
+frozen grid (``fused.neg_square_backward``), a basis too large to keep
 (``fused.KEEP_BASIS_BYTES``), more rows than outputs, at least as many rows as basis values
 per row (``BATCH_PER_COLUMN``) and at least two blocks of rows.
 On batch-4096 ([256, 256, 1], 8 centres, 1 thread; docs/results/large-batches.md),
@@ -56,12 +56,12 @@ def takes(u: Tensor, basis, weight: Tensor, keep_bytes: int) -> bool:
     g = basis.grid.numel()
     return (
         u.device.type == "cpu"
-        and not fused._is_compiling()
+        and not modes.is_compiling()
         and 1 < weight.shape[0] < n
         and in_dim * g * BATCH_PER_COLUMN <= n
         and n >= 2 * _rows(in_dim, g)
-        and not fused._keeps(u, g, keep_bytes)
-        and fused._neg_square_backward(basis, u, *basis.tensors())
+        and not fused.keeps(u, g, keep_bytes)
+        and fused.neg_square_backward(basis, u, *basis.tensors())
     )
 
 
@@ -70,7 +70,7 @@ class _Blocks:
 
     def __init__(self, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis):
         self.u, self.basis, self._weight = u, basis, weight
-        self.k = fused._constants(grid, h)  # CPU: inv_h, centre and far are Python numbers
+        self.k = fused.constants(grid, h)  # CPU: inv_h, centre and far are Python numbers
         self.scale = -basis.neg_square_scale * self.k.inv_h * self.k.inv_h
         in_dim, g = u.shape[1], grid.numel()
         self.step = _rows(in_dim, g)
@@ -88,7 +88,7 @@ class _Blocks:
         for a in range(0, n, self.step):
             b = min(n, a + self.step)
             v = (self.u[a:b] - k.centre).clamp_(-k.far, k.far)
-            d = fused._scaled_square_(torch.sub(v[:, None, :], k.c[:, None], out=self.buf[: b - a]), self.scale)
+            d = fused.scaled_square_(torch.sub(v[:, None, :], k.c[:, None], out=self.buf[: b - a]), self.scale)
             yield a, b, v, self.basis.of_neg_square(d).view(b - a, -1)
 
     def unpermute(self, grad: Tensor) -> Tensor:
@@ -127,7 +127,7 @@ class _RowBlocks(torch.autograd.Function):
             if need_w:
                 grad_w.addmm_(go.t(), phi)
             if need_u:
-                # dL/du = (-2 / h**2) (v S1 - S2), as in fused._backward_neg_square: the rows
+                # dL/du = (-2 / h**2) (v S1 - S2), as in fused's backward of -d**2 bases: the rows
                 # (2, G) of k.rows sum the output gradient times k' over the centres.
                 q = torch.mm(go, blocks.weight, out=q_buf[: b - a])
                 q.mul_(ctx.basis.of_neg_square_derivative(phi))

@@ -40,9 +40,9 @@ def kind(x: Tensor, basis) -> str | None:
     grid, h = basis.tensors()
     # Under autocast the plain composition's products run in the lower precision, with the casts
     # recorded for backward; this node's products would not.
-    if x.device.type != "cpu" or grid.requires_grad or h.requires_grad or fused._is_compiling() or _autocast():
+    if x.device.type != "cpu" or grid.requires_grad or h.requires_grad or modes.is_compiling() or _autocast():
         return None
-    if fused._neg_square_backward(basis, x, grid, h):
+    if fused.neg_square_backward(basis, x, grid, h):
         return "neg_square"
     return "d" if basis.derivative is not None else None
 
@@ -90,12 +90,12 @@ def _evaluate(x, ln_weight, ln_bias, weight, base_weight, base_bias, basis, kind
     grad_d = None
     if kind == "neg_square":
         phi = basis.of_neg_square(
-            torch.addcmul(fused._zero(d.dtype), d, d, value=-basis.neg_square_scale * inv_h * inv_h)
+            torch.addcmul(fused.zero(d.dtype), d, d, value=-basis.neg_square_scale * inv_h * inv_h)
         )
         if need_u:
             # d/du of k(-(u - c)**2 / h**2) is k'(phi) * (u - c) * -2 / h**2.
             grad_d = torch.addcmul(
-                fused._zero(d.dtype), d, basis.of_neg_square_derivative(phi), value=-2.0 * inv_h * inv_h
+                fused.zero(d.dtype), d, basis.of_neg_square_derivative(phi), value=-2.0 * inv_h * inv_h
             )
         d = None
     else:

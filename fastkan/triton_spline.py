@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
 from . import modes
-from .bases import _EXP_CAP as _EXP_CAP_VALUE
+from .bases import EXP_CAP as _EXP_CAP_VALUE
 
 #: basis name -> kernel code of its formula
 TRITON_BASES = {"gaussian": 0, "inverse-quadratic": 1, "rswaf": 2}

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, RadialBasis, matched_mlp
+from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, RadialBasis, matched_mlp, rows
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 from fastkan.mlp import matched_hidden
 
@@ -34,8 +34,8 @@ def fused_path(request, monkeypatch):
 
     for name, value in PATHS[request.param].items():
         if name == "rows":  # fastkan.rows with one row a block: every call with more rows than outputs
-            monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", value[0])
-            monkeypatch.setattr(fused.rows, "BATCH_PER_COLUMN", value[1])
+            monkeypatch.setattr(rows, "BLOCK_ELEMENTS", value[0])
+            monkeypatch.setattr(rows, "BATCH_PER_COLUMN", value[1])
         elif name == "compiled":
             monkeypatch.setattr(compiled, "ENABLED", value)
             if value:
@@ -414,7 +414,7 @@ def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, r
     small_calls = record_calls(small._SmallLayers, "apply")
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 4 * 5 * 8)
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 4 * 5 * 8 * 4 * 2)
-    monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", 1 << 40)  # the rebuilt call below: not fastkan.rows
+    monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 1 << 40)  # the rebuilt call below: not fastkan.rows
     layer = FastKANLayer(5, 2)
     y = layer(torch.randn(4, 5))  # 160 basis values: small
     assert calls == [] and len(small_calls) == 1
@@ -579,7 +579,7 @@ def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(mon
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 0)
     monkeypatch.setattr(fused, "_block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block
-    monkeypatch.setattr(fused.rows, "BLOCK_ELEMENTS", 1 << 40)  # feature blocks, not fastkan.rows
+    monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 1 << 40)  # feature blocks, not fastkan.rows
     torch.manual_seed(0)
     layer = FastKANLayer(10, 3, basis=basis)
     x = torch.randn(20, 10, requires_grad=True)

@@ -1,0 +1,48 @@
+"""Which evaluation path a spline call takes, decided in one place (fastkan.explain.PATHS lists them).
+
+The layer (fastkan/layer.py) asks ``takes_plain`` whether a call is small enough for the plain
+composition or ``fastkan.small``'s node, and ``spline`` for every other call: Triton's kernels on
+CUDA, the local path for compact bases on large grids, the compiled one-output reductions, row
+blocks, else the fused blocks. What each PyTorch mode changes is decided in fastkan/modes.py; why
+each path exists, and its thresholds: docs/design/paths.md.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from . import compiled, fused, local, rows
+
+
+def takes_plain(u: Tensor, basis, weight: Tensor, n: int | None = None) -> bool:
+    """Whether a call on u (N, in), or on ``n`` inputs like u, is small enough for the plain
+    composition (or the small node) to be the faster way."""
+    if u.is_cuda:
+        return False
+    values = (u.shape[0] if n is None else n) * weight.shape[1]
+    if values > fused.PLAIN_ELEMENTS:
+        return False
+    # The checks below cost a few percent of a small call's time: only sizes between the two limits pay them.
+    return values <= compiled.PLAIN_ELEMENTS or not (fused.is_one_output(basis, u, weight) and compiled.available(u))
+
+
+def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None) -> Tensor:
+    """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in * G) -> (N, out), by the first
+    fast path that applies."""
+    if u.is_cuda and u.shape[0] > 0:
+        from . import triton_spline  # imports Triton: only where a GPU asks for it
+
+        if triton_spline.available(u, basis):
+            return triton_spline.triton_spline(u, basis, weight)
+    geometry = local.plan(u, basis)
+    if geometry is not None:
+        return local.local_spline(u, basis, weight, geometry)
+    if u.shape[0] > 0:
+        keep = fused.KEEP_BASIS_BYTES if keep_basis_bytes is None else keep_basis_bytes
+        if fused.is_one_output(basis, u, weight) and compiled.available(u):
+            y = compiled.one_output(u, basis, weight)
+            if y is not None:
+                return y
+        if rows.takes(u, basis, weight, keep):  # never a one-output layer
+            return rows.spline(u, basis, weight)
+    return fused.fused_spline(u, basis, weight, keep_basis_bytes)
