@@ -9,6 +9,8 @@ each path exists, and its thresholds: docs/design/paths.md.
 
 from __future__ import annotations
 
+import contextlib
+
 from torch import Tensor
 
 from . import compiled, fused, local, rows
@@ -46,3 +48,41 @@ def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None
         if rows.takes(u, basis, weight, keep):  # never a one-output layer
             return rows.spline(u, basis, weight)
     return fused.fused_spline(u, basis, weight, keep_basis_bytes)
+
+
+# What makes every call that a path can serve take it: the thresholds of docs/design/paths.md, set
+# so that small shapes reach each path (tests/test_layer.py runs every test once per entry).
+FORCE = {
+    "rebuilt": {
+        (fused, "KEEP_BASIS_BYTES"): 0,
+        (fused, "PLAIN_ELEMENTS"): 0,
+        (fused, "WHOLE_BACKWARD_BYTES"): 0,
+        (compiled, "ENABLED"): False,
+    },
+    "kept": {(fused, "KEEP_BASIS_BYTES"): 1 << 40, (fused, "PLAIN_ELEMENTS"): 0, (compiled, "ENABLED"): False},
+    "compiled": {(fused, "PLAIN_ELEMENTS"): 0, (compiled, "ENABLED"): True},
+    "small": {(fused, "PLAIN_ELEMENTS"): 1 << 40, (compiled, "ENABLED"): False},
+    # fastkan.rows with one row a block: every call with more rows than outputs
+    "rows": {
+        (fused, "KEEP_BASIS_BYTES"): 0,
+        (fused, "PLAIN_ELEMENTS"): 0,
+        (compiled, "ENABLED"): False,
+        (rows, "BLOCK_ELEMENTS"): 1,
+        (rows, "BATCH_PER_COLUMN"): 0.0,
+    },
+}
+
+
+@contextlib.contextmanager
+def forcing(path: str):
+    """Within the block, every call that ``path`` (a key of ``FORCE``) can serve takes it."""
+    if path not in FORCE:
+        raise ValueError(f"unknown path {path!r}; valid: {', '.join(FORCE)}")
+    saved = {(module, name): getattr(module, name) for module, name in FORCE[path]}
+    try:
+        for (module, name), value in FORCE[path].items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)

@@ -9,40 +9,32 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from fastkan import BASES, MLP, BSplineKAN, BSplineKANLinear, FastKAN, FastKANLayer, RadialBasis, matched_mlp, rows
+from fastkan import (
+    BASES,
+    MLP,
+    BSplineKAN,
+    BSplineKANLinear,
+    FastKAN,
+    FastKANLayer,
+    RadialBasis,
+    dispatch,
+    matched_mlp,
+    rows,
+)
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 from fastkan.mlp import matched_hidden
 
-# Every test here runs once per evaluation path of the fused layer: the basis rebuilt in backward
-# block by block (test_backward_rebuilds_a_basis_whole_... covers it rebuilt whole), the basis kept
-# for backward (both eager), and the compiled one-output kernels (fastkan.compiled), each with the
-# small calls' path switched off, since these tests' shapes are small; and that path itself
-# (fastkan.small: the whole layer as one autograd node), taken by every call it covers.
-PATHS = {
-    "rebuilt": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "WHOLE_BACKWARD_BYTES": 0, "compiled": False},
-    "kept": {"KEEP_BASIS_BYTES": 1 << 40, "PLAIN_ELEMENTS": 0, "compiled": False},
-    "compiled": {"PLAIN_ELEMENTS": 0, "compiled": True},
-    "small": {"PLAIN_ELEMENTS": 1 << 40, "compiled": False},
-    "rows": {"KEEP_BASIS_BYTES": 0, "PLAIN_ELEMENTS": 0, "compiled": False, "rows": (1, 0.0)},
-}
 
-
-@pytest.fixture(autouse=True, params=list(PATHS))
-def fused_path(request, monkeypatch):
-    import fastkan.compiled as compiled
-    import fastkan.fused as fused
-
-    for name, value in PATHS[request.param].items():
-        if name == "rows":  # fastkan.rows with one row a block: every call with more rows than outputs
-            monkeypatch.setattr(rows, "BLOCK_ELEMENTS", value[0])
-            monkeypatch.setattr(rows, "BATCH_PER_COLUMN", value[1])
-        elif name == "compiled":
-            monkeypatch.setattr(compiled, "ENABLED", value)
-            if value:
-                request.getfixturevalue("compiler")
-        else:
-            monkeypatch.setattr(fused, name, value)
-    return request.param
+# Every test here runs once per evaluation path of the fused layer, forced by fastkan.dispatch.forcing:
+# the basis rebuilt in backward block by block (test_backward_rebuilds_a_basis_whole_... covers it
+# rebuilt whole), the basis kept for backward, the compiled one-output kernels (fastkan.compiled), the
+# small calls' node (fastkan.small: the whole layer as one autograd node) and row blocks (fastkan.rows).
+@pytest.fixture(autouse=True, params=list(dispatch.FORCE))
+def fused_path(request):
+    if request.param == "compiled":
+        request.getfixturevalue("compiler")
+    with dispatch.forcing(request.param):
+        yield request.param
 
 
 def gradcheck_module(module, x, check=torch.autograd.gradcheck):
