@@ -89,3 +89,14 @@ def test_training_reduces_the_error_and_counts_equal_time():
     info = evaluate("poisson-2d", "fastkan-gaussian", PHYSICS_SETTINGS["smoke"])
     assert info["equal_time_steps"] == info["steps"] == 3  # the reference's own budget
     assert 0 < info["equal_steps_mean"] < 10 and info["time_per_step_s"] > 0
+
+
+def test_equal_time_reads_the_error_at_the_budget_not_at_the_step_count(monkeypatch):
+    # A model slower than the reference gets fewer steps at equal time: its error is read there.
+    from perf.matrix import physics
+
+    monkeypatch.setitem(physics._REFERENCE_TIMES, ("poisson-1d", PHYSICS_SETTINGS["smoke"]), 1e-9)
+    info = evaluate("poisson-1d", "mlp-tanh", PHYSICS_SETTINGS["smoke"])
+    assert info["equal_time_steps"] == 1 < info["steps"]
+    first = physics.train("poisson-1d", "mlp-tanh", PHYSICS_SETTINGS["smoke"], 0, 1, (1,)).at[1]
+    assert info["equal_time"] == [first] and info["equal_time"] != info["equal_steps"]
