@@ -100,3 +100,10 @@ def test_equal_time_reads_the_error_at_the_budget_not_at_the_step_count(monkeypa
     assert info["equal_time_steps"] == 1 < info["steps"]
     first = physics.train("poisson-1d", "mlp-tanh", PHYSICS_SETTINGS["smoke"], 0, 1, (1,)).at[1]
     assert info["equal_time"] == [first] and info["equal_time"] != info["equal_steps"]
+
+
+def test_a_diverged_seed_is_reported_not_a_crash():
+    from perf.matrix.accuracy import mean_std
+
+    assert mean_std([float("inf"), 0.8]) == (float("inf"), float("inf"))
+    assert mean_std([0.5, 0.7]) == (0.6, pytest.approx(0.1414, abs=1e-4))

@@ -261,7 +261,9 @@ def train(
 
 
 def mean_std(values) -> tuple[float, float]:
-    """Mean and sample spread (0 for one value)."""
+    """Mean and sample spread (0 for one value); a diverged run (an infinite or NaN metric) makes both inf."""
+    if not all(math.isfinite(v) for v in values):
+        return math.inf, math.inf
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
