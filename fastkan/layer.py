@@ -215,7 +215,7 @@ class FastKANLayer(nn.Module):
         self.base_linear = nn.Linear(input_dim, output_dim, **factory) if use_base_update else None
         self._register_state_dict_hook(_rbf_names)
 
-    def spline(self, u: Tensor, base: Tensor | None = None) -> Tensor:
+    def spline(self, u: Tensor, base: Tensor | None = None, allowed: bool | None = None) -> Tensor:
         """The spline path on normalised input: (N, in) -> (N, out), plus ``base`` (N, out) where given."""
         basis, spline_linear = self._part("basis"), self._part("spline_linear")
         if not (_as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear)):
@@ -223,7 +223,8 @@ class FastKANLayer(nn.Module):
             y = spline_linear(basis(u).flatten(-2))
         else:
             weight = spline_linear._parameters["weight"]
-            fast = self.fused and modes.plain_reason(u) is None
+            # allowed: whether the current mode lets fast paths run (fastkan.modes); None asks it here.
+            fast = self.fused and (modes.plain_reason(u) is None if allowed is None else allowed)
             plain = not fast or dispatch.takes_plain(u, basis, weight)
             kind = small.kind(u, basis) if plain and fast else None
             if kind is not None:
@@ -235,19 +236,19 @@ class FastKANLayer(nn.Module):
             y = dispatch.spline(u, basis, weight, self.keep_basis_bytes)
         return y if base is None else y + base
 
-    def _small(self, x: Tensor, ln, lin) -> Tensor | None:
+    def _small(self, x: Tensor, ln, lin, allowed: bool | None = None) -> Tensor | None:
         """The whole layer as ``fastkan.small``'s one node where it covers this call, else None."""
-        spec = self._small_spec(x, ln, lin)
+        spec = self._small_spec(x, ln, lin, allowed=allowed)
         return None if spec is None else small.small_stack(x, [spec])
 
-    def _small_spec(self, x: Tensor, ln, lin, rows: int | None = None) -> tuple | None:
+    def _small_spec(self, x: Tensor, ln, lin, rows: int | None = None, allowed: bool | None = None) -> tuple | None:
         """``fastkan.small``'s arguments for this layer on a call like x (its device and dtype) with ``rows``
         inputs (x's by default), or None where it does not cover the call: a fused layer's small CPU call,
         with its own LayerNorm and SiLU base branch or none."""
         basis, spline_linear = self._part("basis"), self._part("spline_linear")
         if not (
             self.fused
-            and modes.plain_reason(x) is None
+            and (modes.plain_reason(x) is None if allowed is None else allowed)
             and _as_function(basis, RadialBasis)
             and _as_function(spline_linear, nn.Linear)
             and (ln is None or _as_function(ln, nn.LayerNorm))
@@ -279,7 +280,8 @@ class FastKANLayer(nn.Module):
         # several microseconds each (docs/results/goals.md); a submodule
         # replaced by another kind (an Identity, a LoRA wrapper) or with hooks is called as a module.
         ln, lin = self._part("layernorm"), self._part("base_linear")
-        y = self._small(x, ln, lin)
+        allowed = modes.plain_reason(x) is None  # asked once a call: the small node and the spline path share it
+        y = self._small(x, ln, lin, allowed)
         if y is not None:
             return y if lead is None else y.reshape(*lead, self.output_dim)
         if ln is None:
@@ -297,7 +299,7 @@ class FastKANLayer(nn.Module):
                 base = F.linear(s, p["weight"], p["bias"])
             else:
                 base = lin(s)
-        y = self.spline(u, base)
+        y = self.spline(u, base, allowed)
         return y if lead is None else y.reshape(*lead, self.output_dim)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -361,11 +363,12 @@ class FastKAN(nn.Module):
         if len(layers) < 2 or not isinstance(x, Tensor) or x.dim() == 0:
             return None  # a single layer takes the node by itself; bad input gets the layer's error
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        allowed = modes.plain_reason(x) is None  # the mode is the same for every layer of the stack
         specs, width = [], x.shape[-1]
         for layer in layers:
             if not _as_function(layer, FastKANLayer) or layer.input_dim != width:
                 return None
-            spec = layer._small_spec(x, layer._part("layernorm"), layer._part("base_linear"), rows)
+            spec = layer._small_spec(x, layer._part("layernorm"), layer._part("base_linear"), rows, allowed)
             if spec is None:
                 return None
             specs.append(spec)
