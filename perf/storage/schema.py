@@ -22,6 +22,23 @@ KINDS = ("speed", "fit", "accuracy", "physics")
 COMMON = ("schema", "kind", "model", "group", "basis", "config", "device", "pass", "dtype", "mode", "threads")
 #: the model's correctness column (perf.measure.gradcheck)
 GRADIENTS = ("grad_rel_err", "grad_ok", "grad_worst_tensor", "grad_note")
+#: a model trained on a task at equal steps and at equal time (perf.matrix.accuracy, perf.matrix.physics)
+TRAINED = (
+    "task",
+    "params",
+    "lr",
+    "steps",
+    "seeds",
+    "time_per_step_s",
+    "budget_s",
+    "equal_time_steps",
+    "equal_steps",
+    "equal_steps_mean",
+    "equal_steps_std",
+    "equal_time",
+    "equal_time_mean",
+    "equal_time_std",
+)
 FIELDS: dict[str, tuple[str, ...]] = {
     "speed": COMMON
     + GRADIENTS
@@ -67,53 +84,19 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "approx_max_best",
     ),
     "accuracy": COMMON
+    + TRAINED
+    + ("accuracy_settings", "metric", "higher_is_better", "width", "layers", "lr_grid", "val_by_lr", "score_mean"),
+    "physics": COMMON
+    + TRAINED
     + (
-        "accuracy_settings",
-        "task",
-        "metric",
-        "higher_is_better",
-        "width",
-        "layers",
-        "params",
-        "lr",
-        "lr_grid",
-        "val_by_lr",
-        "steps",
-        "seeds",
-        "time_per_step_s",
-        "budget_s",
-        "equal_time_steps",
-        "equal_steps",
-        "equal_steps_mean",
-        "equal_steps_std",
-        "equal_time",
-        "equal_time_mean",
-        "equal_time_std",
-        "score_mean",
+        "physics_settings",
+        # the second-derivative column (perf.matrix.physics.check_second_derivative)
+        "grad2_rel_err",
+        "grad2_ok",
+        "grad2_note",
+        "trained",
     ),
 }
-FIELDS["physics"] = COMMON + (
-    "physics_settings",
-    "task",
-    "params",
-    "steps",
-    "seeds",
-    "lr",
-    "time_per_step_s",
-    "budget_s",
-    "equal_time_steps",
-    "equal_steps",
-    "equal_steps_mean",
-    "equal_steps_std",
-    "equal_time",
-    "equal_time_mean",
-    "equal_time_std",
-    # the second-derivative column (perf.matrix.physics.check_second_derivative)
-    "grad2_rel_err",
-    "grad2_ok",
-    "grad2_note",
-    "trained",
-)
 REQUIRED: dict[str, tuple[str, ...]] = {
     "speed": ("model", "config", "device", "pass"),
     "fit": ("model", "config", "task", "rmse_mean"),
