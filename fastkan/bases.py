@@ -36,6 +36,10 @@ OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
 #: Optional: the compiled one-output kernels then build the bumps of a uniform grid from two
 #: exponentials per group of centres (``fastkan.compiled``), not one per bump.
 EXPONENTIAL: set[str] = set()
+#: name -> ``nth(d, k)``, the basis' ``k``-th derivative in ``d`` for any ``k >= 0`` (a new tensor).
+#: Optional: second and higher derivatives then take ``fastkan.higher``'s two Functions instead of
+#: autograd through the plain composition.
+NTH_DERIVATIVES: dict[str, Callable[[Tensor, int], Tensor]] = {}
 #: name -> ``radius``: the basis is exactly 0 wherever ``|d| >= radius``.
 #: Optional: large grids then evaluate only the bumps near each input (``fastkan.local``).
 SUPPORTS: dict[str, float] = {}
@@ -77,6 +81,7 @@ def register(
     neg_square_scale: float | None = None,
     support: float | None = None,
     exponential: bool = False,
+    nth_derivative: Callable[[Tensor, int], Tensor] | None = None,
     **options: float,
 ):
     """Register ``fn`` (with fixed keyword ``options``) as basis ``name``.
@@ -89,6 +94,7 @@ def register(
     works on ``d`` with ``derivative``. ``neg_square_scale``: the factor ``s`` of
     ``of_neg_square``'s argument ``s * -d**2`` (default 1). ``support``: a radius beyond which ``fn``
     is exactly 0, for bases of compact support. ``exponential``: ``of_neg_square(t)`` is ``2**t``.
+    ``nth_derivative(d, k)``: the ``k``-th derivative, for second derivatives at speed (``fastkan.higher``).
     """
     if of_neg_square_derivative is not None and of_neg_square is None:
         raise ValueError(f"basis {name!r}: of_neg_square_derivative needs of_neg_square")
@@ -118,9 +124,21 @@ def register(
             SUPPORTS[name] = float(support)
         if exponential:
             EXPONENTIAL.add(name)
+        if nth_derivative is not None:
+            NTH_DERIVATIVES[name] = nth_derivative
+            _NTH_BY_FN[BASES[name]] = nth_derivative
         return f
 
     return add(fn) if fn is not None else add
+
+
+# The layers' autograd Functions keep the basis function, not its name.
+_NTH_BY_FN: dict = {}
+
+
+def nth_derivative_of(fn: BasisFn) -> Callable[[Tensor, int], Tensor] | None:
+    """The ``nth_derivative`` registered with the basis function ``fn`` (a ``BASES`` value), or None."""
+    return _NTH_BY_FN.get(fn)
 
 
 def get_basis(name: str) -> BasisFn:
@@ -152,6 +170,18 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
     return _abs_pow(d, exponent - 1.0).mul_(phi).mul_(torch.sign(d)).mul_(-exponent)
 
 
+def _gaussian_nth(d: Tensor, k: int) -> Tensor:
+    """``d**k/dd**k exp(-d**2) = (-1)**k H_k(d) exp(-d**2)``, H_k by the Hermite recurrence."""
+    e = torch.exp((d * d).clamp_(max=EXP_CAP).neg_())
+    if k == 0:
+        return e
+    two_d = 2.0 * d
+    previous, hermite = torch.ones_like(d), two_d
+    for j in range(1, k):
+        previous, hermite = hermite, two_d * hermite - (2.0 * j) * previous
+    return hermite.mul_(e).neg_() if k % 2 else hermite.mul_(e)
+
+
 # The fused path hands k its argument times log2(e), so exp(t) is exp2's one pass; the cap is exp(-64).
 @register(
     "gaussian",
@@ -160,6 +190,7 @@ def _gaussian_derivative(d: Tensor, phi: Tensor, exponent: float = 2.0) -> Tenso
     of_neg_square_derivative=lambda phi: phi,
     neg_square_scale=_LOG2E,
     exponential=True,
+    nth_derivative=_gaussian_nth,
 )
 def gaussian(d: Tensor, exponent: float = 2.0) -> Tensor:
     """fast-kan's radial basis ``exp(-|d|**exponent)`` (exponent 2: Gaussian)."""

@@ -35,7 +35,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import fused, modes
+from . import fused, higher, modes
 
 ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
 _LOG = logging.getLogger("fastkan")
@@ -287,7 +287,7 @@ class OneOutput(torch.autograd.Function):
         u, grid, h, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
             return (
-                *modes.spline_double_backward(ctx.needs_input_grad, grad_out, u, grid, h, weight, ctx.fn),
+                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.fn),
                 None,
                 None,
                 None,

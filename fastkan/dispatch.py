@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
+import torch
 from torch import Tensor
 
 from . import compiled, fused, local, rows
@@ -31,6 +32,10 @@ def takes_plain(u: Tensor, basis, weight: Tensor, n: int | None = None) -> bool:
 def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in * G) -> (N, out), by the first
     fast path that applies."""
+    if weight.is_leaf and weight.requires_grad and torch.is_grad_enabled():
+        # A view is a node the engine can say it will run or not: a second derivative's backward
+        # then builds the weight's gradient only where it is wanted (fastkan.higher.wanted).
+        weight = weight.view_as(weight)
     if u.is_cuda and u.shape[0] > 0:
         from . import triton_spline  # imports Triton: only where a GPU asks for it
 

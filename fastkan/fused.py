@@ -21,7 +21,7 @@ import functools
 import torch
 from torch import Tensor
 
-from . import modes
+from . import higher, modes
 
 # Basis values per block and torch thread (1 MiB in float32, about a core's
 # L2 cache). Measured on seed-300k and kanbench-10m layers: with 1 thread,
@@ -297,7 +297,7 @@ class _FusedSpline(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
             u, grid, h, weight = ctx.saved_tensors[:4]
             return (
-                *modes.spline_double_backward(ctx.needs_input_grad, grad_out, u, grid, h, weight, ctx.basis.fn),
+                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.basis.fn),
                 None,
                 None,
             )
@@ -344,7 +344,7 @@ class _OneOutput(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
             u, grid, h, weight = ctx.saved_tensors[:4]
             return (
-                *modes.spline_double_backward(ctx.needs_input_grad, grad_out, u, grid, h, weight, ctx.basis.fn),
+                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.basis.fn),
                 None,
                 None,
             )

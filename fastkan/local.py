@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import modes
+from . import higher, modes
 
 # The local path needs at least this many centres per candidate (G >= LOCAL_RATIO * K) and at least
 # LOCAL_GRID centres: with 8, the suite measured hat and wendland (K = 2) slower than the dense path
@@ -137,8 +137,9 @@ def _candidates(u: Tensor, geometry: Geometry, grid: Tensor) -> tuple[Tensor, Te
 def _double_backward(ctx, grad_out: Tensor, u: Tensor, weight: Tensor) -> tuple:
     """(u, weight, basis, geometry) gradients of the plain composition, with their graph."""
     grid, h = ctx.basis.tensors()
-    needs = (ctx.needs_input_grad[0], False, False, ctx.needs_input_grad[1])
-    grad_u, _, _, grad_w = modes.spline_double_backward(needs, grad_out, u, grid, h, weight, ctx.basis.fn)
+    wanted = higher.wanted(ctx)
+    needs = (wanted[0], False, False, wanted[1])
+    grad_u, _, _, grad_w = higher.spline_double_backward(needs, grad_out, u, grid, h, weight, ctx.basis.fn)
     return grad_u, grad_w, None, None
 
 

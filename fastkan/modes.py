@@ -12,8 +12,9 @@ composition of torch operations instead, which every mode understands:
   in float32 and its products in the autocast dtype, as ``nn.Linear`` would.
 
 A second derivative (``create_graph=True``) is decided in backward: each fast path's backward then
-differentiates the plain composition of the same inputs (``differentiate``), so its gradient is
-itself differentiable. See docs/design/paths.md.
+takes fastkan.higher's Functions (bases with every derivative registered) or differentiates the
+plain composition of the same inputs (``differentiate``), so its gradient is itself
+differentiable. See docs/design/paths.md.
 """
 
 from __future__ import annotations
@@ -73,19 +74,6 @@ def differentiate(
 def plain_spline(u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
     """``fn((u - grid) / h)`` flattened, times the spline weight: (N, in) -> (N, out)."""
     return torch.nn.functional.linear(fn((u[..., None] - grid) / h).flatten(-2), weight)
-
-
-def spline_double_backward(
-    needs: Sequence[bool],
-    grad_out: Tensor,
-    u: Tensor,
-    grid: Tensor,
-    h: Tensor,
-    weight: Tensor,
-    fn: Callable[[Tensor], Tensor],
-) -> tuple[Tensor | None, ...]:
-    """(u, grid, h, weight) gradients of a fast spline path under ``create_graph=True``, by the plain composition."""
-    return differentiate(lambda *a: plain_spline(*a, fn), (u, grid, h, weight), needs[:4], grad_out)
 
 
 def warmup(model: torch.nn.Module, example: Tensor) -> None:

@@ -28,7 +28,7 @@ import functools
 import torch
 from torch import Tensor
 
-from . import fused, modes
+from . import fused, higher, modes
 
 # Basis values per block of rows and torch thread: 2 MiB in float32. On batch-4096's first layer,
 # alternating, 21 rounds: 2**18 to 2**21 timed within the noise of one another (medians 1.09x,
@@ -113,7 +113,7 @@ class _RowBlocks(torch.autograd.Function):
         u, grid, h, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
             return (
-                *modes.spline_double_backward(ctx.needs_input_grad, grad_out, u, grid, h, weight, ctx.basis.fn),
+                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.basis.fn),
                 None,
             )
         need_u, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]

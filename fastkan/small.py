@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import fused, modes
+from . import fused, higher, modes
 
 _silu_backward = torch.ops.aten.silu_backward
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward
@@ -160,12 +160,12 @@ class _SmallLayers(torch.autograd.Function):
 
 
 def _plain(x: Tensor, meta, tensors) -> Tensor:
-    """The layers of ``meta`` as the plain composition of torch operations."""
+    """The layers of ``meta`` as a composition of torch operations (and fastkan.higher's), for a second derivative."""
     for i, (basis, _, eps) in enumerate(meta):
         ln_weight, ln_bias, weight, base_weight, base_bias = tensors[_PER_LAYER * i : _PER_LAYER * (i + 1)]
         u = x if eps is None else F.layer_norm(x, (x.shape[1],), ln_weight, ln_bias, eps)
         grid, h = basis.tensors()
-        y = modes.plain_spline(u, grid, h, weight, basis.fn)
+        y = higher.differentiable_spline(u, grid, h, weight, basis.fn)
         if base_weight is not None:
             y = y + F.linear(F.silu(x), base_weight, base_bias)
         x = y

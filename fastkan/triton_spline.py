@@ -21,7 +21,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
-from . import modes
+from . import higher
 from .bases import EXP_CAP as _EXP_CAP_VALUE
 
 #: basis name -> kernel code of its formula
@@ -222,8 +222,8 @@ class _TritonSpline(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         u, grid, weight, inv_h = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            needs = ctx.needs_input_grad
-            grad_u, grad_grid, _, grad_w = modes.spline_double_backward(
+            needs = higher.wanted(ctx)
+            grad_u, grad_grid, _, grad_w = higher.spline_double_backward(
                 (needs[0], needs[1], False, needs[2]), grad_out, u, grid, 1.0 / inv_h, weight, ctx.fn
             )
             return grad_u, grad_grid, grad_w, None, None, None
