@@ -215,7 +215,9 @@ class FastKANLayer(nn.Module):
         self.base_linear = nn.Linear(input_dim, output_dim, **factory) if use_base_update else None
         self._register_state_dict_hook(_rbf_names)
 
-    def spline(self, u: Tensor, base: Tensor | None = None, allowed: bool | None = None) -> Tensor:
+    def spline(
+        self, u: Tensor, base: Tensor | None = None, allowed: bool | None = None, small_node: bool = True
+    ) -> Tensor:
         """The spline path on normalised input: (N, in) -> (N, out), plus ``base`` (N, out) where given."""
         basis, spline_linear = self._part("basis"), self._part("spline_linear")
         if not (_as_function(basis, RadialBasis) and _as_function(spline_linear, nn.Linear)):
@@ -226,7 +228,7 @@ class FastKANLayer(nn.Module):
             # allowed: whether the current mode lets fast paths run (fastkan.modes); None asks it here.
             fast = self.fused and (modes.plain_reason(u) is None if allowed is None else allowed)
             plain = not fast or dispatch.takes_plain(u, basis, weight)
-            kind = small.kind(u, basis) if plain and fast else None
+            kind = small.kind(u, basis) if plain and fast and small_node else None
             if kind is not None:
                 y = small.small_layer(u, basis, kind, weight)
             elif plain:
@@ -272,6 +274,10 @@ class FastKANLayer(nn.Module):
         return modules[name] if name in modules else self.__dict__.get(name)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._forward(x)
+
+    def _forward(self, x: Tensor, small_node: bool = True) -> Tensor:
+        """``forward``; ``small_node=False`` keeps a small call off fastkan.small's node (see FastKAN.forward)."""
         check_last_dim(x, self.input_dim, type(self).__name__)
         lead = x.shape[:-1] if x.dim() != 2 else None  # a batch of vectors needs no reshaping (small calls pay per op)
         if lead is not None:
@@ -281,7 +287,7 @@ class FastKANLayer(nn.Module):
         # replaced by another kind (an Identity, a LoRA wrapper) or with hooks is called as a module.
         ln, lin = self._part("layernorm"), self._part("base_linear")
         allowed = modes.plain_reason(x) is None  # asked once a call: the small node and the spline path share it
-        y = self._small(x, ln, lin, allowed)
+        y = self._small(x, ln, lin, allowed) if small_node else None
         if y is not None:
             return y if lead is None else y.reshape(*lead, self.output_dim)
         if ln is None:
@@ -299,7 +305,7 @@ class FastKANLayer(nn.Module):
                 base = F.linear(s, p["weight"], p["bias"])
             else:
                 base = lin(s)
-        y = self.spline(u, base, allowed)
+        y = self.spline(u, base, allowed, small_node)
         return y if lead is None else y.reshape(*lead, self.output_dim)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -349,12 +355,19 @@ class FastKAN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         layers = self._modules["layers"]
-        y = self._small(x, layers)
+        # An input that needs a gradient asks for derivatives in the input: a physics-informed loss or a
+        # gradient penalty differentiates them again. fastkan.small's node then recomputes its layers
+        # in backward, in Python nodes; small calls take the plain composition instead, whose nodes
+        # are C++ (a Poisson step of FastKAN([2, 12, 1]) on 768 points took 1.5x plain's time
+        # through the node; docs/results/physics.md). Larger calls keep the fast paths, whose second
+        # derivatives are fastkan.higher's.
+        small_node = not (getattr(x, "requires_grad", False) and torch.is_grad_enabled())
+        y = self._small(x, layers) if small_node else None
         if y is not None:
             return y
         for layer in layers:
             # A module call costs a small call about 1.5 us per layer; a layer with hooks gets one.
-            x = layer.forward(x) if _as_function(layer, FastKANLayer) else layer(x)
+            x = layer._forward(x, small_node) if _as_function(layer, FastKANLayer) else layer(x)
         return x
 
     def _small(self, x: Tensor, layers) -> Tensor | None:

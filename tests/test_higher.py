@@ -89,12 +89,15 @@ def test_a_laplacian_loss_through_every_path_matches_the_plain_layer(path, out, 
     original = higher.derivative
     monkeypatch.setattr(higher, "derivative", lambda *a: calls.append(a) or original(*a))
     torch.manual_seed(1)
-    model = FastKAN([2, 4, out], num_grids=5, dtype=torch.float64, input_domain=(-1.0, 1.0))
+    # The layers as a user stacks them: FastKAN itself keeps small calls off the small node here (below).
+    model = torch.nn.Sequential(
+        *FastKAN([2, 4, out], num_grids=5, dtype=torch.float64, input_domain=(-1.0, 1.0)).layers
+    )
     x = (torch.rand(9, 2, dtype=torch.float64) * 2 - 1).requires_grad_()
     results = []
     for fused in (True, False):
         calls.clear()
-        for layer in model.layers:
+        for layer in model:
             layer.fused = fused
         with forcing(path):
             (g,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
@@ -115,3 +118,18 @@ def test_a_trained_grid_takes_the_plain_composition_and_stays_exact():
     layer = FastKANLayer(3, 2, train_grid=True, dtype=torch.float64)
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x, g: layer(x), (x, layer.basis.grid))
+
+
+def test_a_fastkan_differentiated_in_its_input_keeps_small_calls_off_the_small_node():
+    # Its node would recompute the layers in Python nodes for every order of derivative.
+    torch.manual_seed(3)
+    model = FastKAN([2, 5, 1], input_domain=(-1.0, 1.0), dtype=torch.float64)
+    plain = FastKAN([2, 5, 1], input_domain=(-1.0, 1.0), dtype=torch.float64, fused=False)
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(16, 2, dtype=torch.float64)
+    assert type(model(x.requires_grad_()).grad_fn).__name__ != "_SmallLayersBackward"
+    assert torch.equal(model(x), plain(x))  # the very operations of the plain layer
+    assert type(model(x.detach()).grad_fn).__name__ == "_SmallLayersBackward"
+    (g,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+    (g_plain,) = torch.autograd.grad(plain(x).sum(), x, create_graph=True)
+    torch.testing.assert_close(g, g_plain)

@@ -58,6 +58,8 @@ def fastkan(shape: Shape, basis: str = "gaussian", **options) -> nn.Module:
     opts = {**shape.fastkan, **options}
     if shape.first is None:
         return FastKAN(list(shape.layers), basis=basis, **opts)
+    if set(shape.first) == {"domain"}:  # one FastKAN, as a user writes it: its forward sees the input
+        return FastKAN(list(shape.layers), input_domain=shape.first["domain"], basis=basis, **opts)
     first = FastKANLayer(shape.layers[0], shape.layers[1], basis=basis, **{**opts, **shape.first})
     rest = FastKAN(list(shape.layers[1:]), basis=basis, **opts)
     return nn.Sequential(first, *rest.layers)

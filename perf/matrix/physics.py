@@ -162,8 +162,8 @@ class PhysicsSettings:
 PHYSICS_SETTINGS = {
     "smoke": PhysicsSettings(("fastkan-gaussian", "mlp-tanh"), 4, 3, 1, 32, 8),
     "quick": PhysicsSettings(("fastkan-gaussian", "bspline", "mlp-tanh"), 8, 60, 1, 128, 32),
-    # Ours in every basis (registered when this module is imported), the references, every peer but
-    # pykan, which took 150 ms a step here against 7 to 12 for ours (6 minutes more on its own).
+    # Ours in every basis (registered when this module is imported), the references, every peer
+    # (pykan takes about 150 ms a step here against 7 to 12 for ours: some 6 minutes of the run).
     "full": PhysicsSettings(
         (
             *(f"fastkan-{b}" for b in BASES),
@@ -177,6 +177,7 @@ PHYSICS_SETTINGS = {
             "flashkan",
             "inkan",
             "chebykan",
+            "pykan",
         ),
         12,
         400,
