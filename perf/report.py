@@ -22,7 +22,7 @@ from pathlib import Path
 
 from perf.reports import accuracy, bases, goals, leaderboard, physics, seed
 from perf.stats.compare import MEMORY_THRESHOLD, compare
-from perf.storage.runs import DEFAULT_STORAGE, ReportError, load, resolve
+from perf.storage.runs import DEFAULT_STORAGE, ReportError, history, load, resolve
 
 EXIT_REGRESSED = 3
 #: subcommand -> module with add_arguments(parser), run(args) -> exit code, PLOT (the --plot help, or None)
@@ -70,6 +70,15 @@ def parser() -> argparse.ArgumentParser:
         help="relative memory growth flagged (default %(default)s; memory is exact)",
     )
     c.add_argument("--verbose", action="store_true", help="also list the changes within noise")
+    c.add_argument(
+        "--history",
+        type=Path,
+        nargs="*",
+        default=None,
+        metavar="PATH",
+        help="saved runs (files or folders) whose reruns of one commit give each case's spread from run to "
+        "run, added to its interval (default: the folders holding A and B; none: --history with no PATH)",
+    )
     return p
 
 
@@ -97,7 +106,9 @@ def main(argv=None) -> int:
         a, b = (load(resolve(spec, args.storage)) for spec in (args.a, args.b))
         if args.normalize and not any(r.model == args.normalize for r in (*a.records.values(), *b.records.values())):
             raise ReportError(f"--normalize {args.normalize}: no such model in either run")
-        text, regressed = compare(a, b, args.threshold, args.normalize, args.verbose, args.memory_threshold)
+        specs = sorted({a.path.parent, b.path.parent}) if args.history is None else args.history
+        runs = history(specs, exclude=(a.path, b.path))
+        text, regressed = compare(a, b, args.threshold, args.normalize, args.verbose, args.memory_threshold, runs)
     except ReportError as e:
         print(f"perf.report: error: {e}", file=sys.stderr)
         return 2

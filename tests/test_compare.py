@@ -253,3 +253,57 @@ def test_runs_timed_under_different_environments_are_flagged(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "warning: torch_cpu_capability differs: 'AVX512' (A) vs 'AVX2' (B)" in out
     assert "AVX512)" in out.splitlines()[0] and "AVX2)" in out.splitlines()[1]  # the A: and B: lines name them
+
+
+def _rerun(path, commit, shift, slower=1.0, seed=0, dirty=False):
+    """A run of one commit whose whole process ran ``shift`` times slower for our model (tight rounds)."""
+    cases = field(seed, slower=slower * shift, noise=0.02)
+    write(path, cases)
+    data = json.loads(path.read_text())
+    data["commit_info"] = {"id": commit, "dirty": dirty}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_spread_between_reruns_of_one_commit_widens_the_interval(tmp_path, capsys):
+    # Unchanged code whose process-level time moves by up to 25% from run to run, with tight rounds
+    # within each run: without its history every comparison cries wolf.
+    history = tmp_path / "history"
+    history.mkdir()
+    for i, shift in enumerate((1.0, 1.25, 0.9, 1.15)):
+        _rerun(history / f"{i:04d}_x.json", "c0ffee", shift, seed=10 * i)
+    _rerun(history / "0009_dirty.json", "c0ffee", 3.0, seed=90, dirty=True)  # a dirty tree: not the same code
+    a = _rerun(tmp_path / "a.json", "c0ffee", 1.0, seed=100)
+    b = _rerun(tmp_path / "b.json", "beef", 1.25, seed=200)
+    assert main(["compare", str(a), str(b), "--history"]) == 3
+    assert "no saved reruns of one unchanged code" in capsys.readouterr().out
+    assert main(["compare", str(a), str(b), "--history", str(history)]) == 0
+    out = capsys.readouterr().out
+    assert "between runs: 6 of 6 timed cases" in out and "from 4 saved reruns of 1 commit(s)" in out
+    assert main(["compare", str(a), str(b), "--history", str(history), "--verbose"]) == 0
+    line = next(
+        ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("fastkan-gaussian/seed-300k/cpu/forward")
+    )
+    assert "between runs ±" in line and "(3 df)" in line
+    # A real slowdown beyond that spread is still caught, also by the gate.
+    c = _rerun(tmp_path / "c.json", "beef", 1.0, slower=2.0, seed=300)
+    assert main(["compare", str(a), str(c), "--history", str(history)]) == 3
+    assert gate([str(c), str(a), "--history", str(history)]) == 3
+    assert gate([str(b), str(a), "--history", str(history)]) == 0
+
+
+def test_the_default_history_is_the_folders_of_the_runs_compared(tmp_path, capsys):
+    for i, shift in enumerate((1.0, 1.3, 0.9)):
+        _rerun(tmp_path / f"{i:04d}_x.json", "c0ffee", shift, seed=10 * i)
+    a = _rerun(tmp_path / "0005_a.json", "c0ffee", 1.0, seed=100)
+    b = _rerun(tmp_path / "0006_b.json", "c0ffee", 1.3, seed=200)
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "from 3 saved reruns of 1 commit(s)" in capsys.readouterr().out  # A and B themselves left out
+
+
+def test_widen_adds_the_spread_of_both_runs_in_log_space():
+    from perf.stats.spread import Z, widen
+
+    assert widen(0.1, 0.05, 0.15, 0.0) == pytest.approx((0.05, 0.15))
+    low, high = widen(0.0, 0.0, 0.0, 0.1)
+    assert np.log1p(high) == pytest.approx(Z * 0.1 * np.sqrt(2)) and np.log1p(low) == pytest.approx(-np.log1p(high))

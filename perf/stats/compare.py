@@ -8,6 +8,8 @@ timed before every round): a case that is 30% slower because the whole
 machine was 30% slower that minute has not regressed.
 Exact measurements (memory, fit RMSE, the gradient check) compare as they are.
 Runs saved without their rounds fall back to comparing medians, and say so.
+Where saved runs of one unchanged code are at hand (``history``), each case's
+interval also holds the spread of its time from run to run (``perf.stats.spread``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from perf.reports.tables import text_table
 from perf.stats.bootstrap import TooFewRounds, change, fmt_change, normalised_change
+from perf.stats.spread import same_code, spreads, widen
 from perf.storage.runs import Record, ReportError, Run
 
 REGRESSED, IMPROVED, NOISE = "regressed", "improved", "within noise"
@@ -62,8 +65,39 @@ def _over_probe(a: Record, b: Record) -> tuple[float, float, float] | None:
     return None
 
 
-def time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, normalize: str | None) -> Change | None:
-    """The timed change of one case; None where time is not compared (the reference itself, fit cases)."""
+def _normalised(run: Run, rec: Record, model: str) -> float | None:
+    """A case's time over ``model``'s in the same run: round by round where timed so, else by medians."""
+    ratio = rec.ratio_to(model)
+    if ratio is None:
+        ref = _reference(run, rec, model)
+        ratio = rec.median_s / ref.median_s if ref is not None and ref.median_s else None
+    return ratio
+
+
+def time_change(
+    a_run: Run,
+    b_run: Run,
+    a: Record,
+    b: Record,
+    threshold: float,
+    normalize: str | None,
+    spread: tuple[float, int] | None = None,
+) -> Change | None:
+    """The timed change of one case; None where time is not compared (the reference itself, fit cases).
+    ``spread``: the case's between-run spread (standard deviation of log time, degrees of freedom)."""
+    found = _time_change(a_run, b_run, a, b, threshold, normalize)
+    if found is None or spread is None or found.value is None:
+        return found
+    sigma, dof = spread
+    low, high = (found.value, found.value) if found.low is None else (found.low, found.high)
+    found.low, found.high = widen(found.value, low, high, sigma)
+    if found.verdict != NOISE:  # a wider interval can only take a verdict back
+        found.verdict = _judge(found.value, found.low, found.high, threshold)
+    found.note += f"{'; ' if found.note else ''}between runs ±{sigma:.1%} ({dof} df)"
+    return found
+
+
+def _time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, normalize: str | None):
     if a.kind != "speed" or (normalize and a.model == normalize):
         return None
     try:
@@ -140,17 +174,31 @@ def exact_changes(a: Record, b: Record, threshold: float, memory_threshold: floa
     return out
 
 
+def between_runs(history: list[Run], normalize: str | None = None) -> dict[str, tuple[float, int]]:
+    """Each case's between-run spread in ``history`` (saved runs), of its time or its time over ``normalize``'s."""
+    if normalize:
+        return spreads(history, lambda run, rec: _normalised(run, rec, normalize))
+    return spreads(history)
+
+
 def changes(
-    a: Run, b: Run, threshold: float = 0.1, normalize: str | None = None, memory_threshold: float = MEMORY_THRESHOLD
+    a: Run,
+    b: Run,
+    threshold: float = 0.1,
+    normalize: str | None = None,
+    memory_threshold: float = MEMORY_THRESHOLD,
+    history: list[Run] | None = None,
 ) -> list[Change]:
-    """Every measured change of every case present in both runs."""
+    """Every measured change of every case present in both runs; the time intervals widened by each
+    case's spread between the runs of ``history`` of one unchanged code, where it has one."""
     common = sorted(set(a.records) & set(b.records))
     if not common:
         raise ReportError(f"{a.path} and {b.path} have no case in common")
+    spread = between_runs(history, normalize) if history else {}
     out = []
     for cid in common:
         ra, rb = a.records[cid], b.records[cid]
-        t = time_change(a, b, ra, rb, threshold, normalize)
+        t = time_change(a, b, ra, rb, threshold, normalize, spread.get(cid))
         if t is not None:
             out.append(t)
         out.extend(exact_changes(ra, rb, threshold, memory_threshold))
@@ -164,8 +212,10 @@ def compare(
     normalize: str | None = None,
     verbose: bool = False,
     memory_threshold: float = MEMORY_THRESHOLD,
+    history: list[Run] | None = None,
 ) -> tuple[str, bool]:
-    """Text of the changes from run a to run b, and whether anything regressed."""
+    """Text of the changes from run a to run b, and whether anything regressed; ``history``: saved runs
+    whose reruns of one code give each case's between-run spread (``perf.stats.spread``)."""
     out = [f"A: {a.describe()}", f"B: {b.describe()}"]
     for key in (
         "torch",
@@ -181,8 +231,24 @@ def compare(
         va, vb = a.machine_info.get(key, default), b.machine_info.get(key, default)
         if va != vb:
             out.append(f"warning: {key} differs: {va!r} (A) vs {vb!r} (B); the runs may not be comparable")
-    found = changes(a, b, threshold, normalize, memory_threshold)
+    found = changes(a, b, threshold, normalize, memory_threshold, history)
     timed = [c for c in found if c.what == "time"]
+    spread = between_runs(history, normalize) if history else {}
+    covered = sum(c.case in spread for c in timed if c.low is not None)
+    if covered:
+        groups = same_code(history)
+        out.append(
+            f"between runs: {covered} of {len(timed)} timed cases have their spread from run to run of "
+            f"unchanged code added to their interval, from {sum(map(len, groups))} saved reruns of "
+            f"{len(groups)} commit(s)"
+        )
+    elif timed:
+        out.append(
+            "note: no saved reruns of one unchanged code cover these cases: each interval holds the spread "
+            "within each run only, and a small case can move more than that from one process to the next; "
+            "save two runs of one commit (`pytest perf --benchmark-autosave`, twice) to widen them "
+            "(docs/results/repeatability.md)"
+        )
     if any(c.low is None and c.value is not None for c in timed):
         out.append(
             "note: some cases have no saved rounds (saved without --benchmark-save-data): their time is "

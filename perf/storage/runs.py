@@ -64,6 +64,8 @@ class Run:
     machine_info: dict
     records: dict[str, Record]
     datetime: str
+    commit: str | None = None  # pytest-benchmark's commit_info: the commit timed, and whether the tree was dirty
+    dirty: bool = False
 
     def describe(self) -> str:
         mi = self.machine_info
@@ -151,4 +153,35 @@ def load(path: Path) -> Run:
         records[rec.id] = rec
     if not records:
         raise ReportError(f"{path}: holds no fastkan perf cases (was it made by `pytest perf`?)")
-    return Run(path, data["machine_info"] or {}, records, data.get("datetime", "?"))
+    commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
+    return Run(
+        path,
+        data["machine_info"] or {},
+        records,
+        data.get("datetime", "?"),
+        commit.get("id") if isinstance(commit.get("id"), str) else None,
+        bool(commit.get("dirty")),
+    )
+
+
+def history(specs: list[Path], exclude: tuple[Path, ...] = ()) -> list[Run]:
+    """The saved runs in ``specs`` (files, or folders searched for runs), but those at ``exclude``.
+    A named file must be a run; a file found in a folder that is not one is left out."""
+    skip = {p.resolve() for p in exclude}
+    runs = []
+    for spec in specs:
+        if spec.is_file():
+            files, named = [spec], True
+        elif spec.is_dir():
+            files, named = sorted(run_files(spec)), False
+        else:
+            raise ReportError(f"{spec}: no such file or folder")
+        for f in files:
+            if f.resolve() in skip:
+                continue
+            try:
+                runs.append(load(f))
+            except ReportError:
+                if named:
+                    raise
+    return runs
