@@ -97,7 +97,8 @@ MODES = (
     ("`torch.func.grad`, `vmap`, `jacrev`", "the plain composition"),
     (
         "second derivatives (`create_graph=True`)",
-        "the fast paths forward; backward differentiates the plain composition",
+        "the fast paths forward; backward by fastkan.higher's Functions (Gaussian), else the plain "
+        "composition; a FastKAN whose input needs a gradient takes the plain composition for small calls",
     ),
     (
         "CPU or CUDA autocast",

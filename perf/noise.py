@@ -1,6 +1,7 @@
 """How quiet and how sensitive is the gate? Reruns of unchanged code, planted slowdowns, a planted memory growth.
 
     python -m perf.noise [--reruns 5] [--threshold 0.1] [--out noise.json] [--keep DIR]
+    python -m perf.noise --job default [--reruns 5] [--out noise-default.json]
 
 Times the gate's quick slice (``[perf] slice`` in tox.ini) once as the
 baseline and ``--reruns`` more times with the code unchanged; then as many
@@ -10,12 +11,21 @@ nothing is committed). Each run is compared with the baseline by
 ``perf.compare``, plain and normalised by the MLP. A 10% growth of one
 case's saved bytes is planted in each unchanged rerun's JSON (memory is
 exact, so planting it in the file is the same as in the code).
+
+``--job default`` times the default job's speed cases instead (``pytest perf``
+with its fit, accuracy and physics cases left out: they compare exact metrics)
+``--reruns + 1`` times, and plants a 1.2x slowdown of one ``mnist`` and one
+``tiny`` case in each rerun's JSON (every round, with its ratios to the probe
+and to the reference, 1.2x). Each rerun is compared with the first run twice:
+on its rounds alone, and with the other reruns as the history of unchanged
+code (``perf.stats.spread``), as a user's storage holds them.
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import dataclasses
 import json
 import os
 import shlex
@@ -31,6 +41,10 @@ from perf.storage.runs import load
 ROOT = Path(__file__).resolve().parents[1]
 SLOWDOWNS = {"gaussian": 1.2, "rswaf": 1.5}
 MEMORY_CASE = "fastkan-gaussian/mnist/cpu/backward"
+# The default job's cases planted 1.2x slower: a large and a small one of our default layer.
+PLANTED = ("fastkan-gaussian/mnist/cpu/forward", "fastkan-gaussian/tiny/cpu/forward")
+PLANTED_FACTOR = 1.2
+DEFAULT_JOB = ["--perf-fit=none", "--perf-accuracy=none", "--perf-physics=none"]
 SLOWDOWN = """
 import time as _time
 
@@ -58,7 +72,7 @@ def quick_slice() -> list[str]:
     return shlex.split(ini["perf"]["slice"])
 
 
-def run_slice(tree: Path, out: Path) -> Path:
+def run_slice(tree: Path, out: Path, selection: list[str] | None = None) -> Path:
     cmd = [
         sys.executable,
         "-m",
@@ -68,7 +82,7 @@ def run_slice(tree: Path, out: Path) -> Path:
         "-p",
         "no:cacheprovider",
         "--perf-device=cpu",
-        *quick_slice(),
+        *(quick_slice() if selection is None else selection),
         f"--benchmark-json={out}",
     ]
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -86,11 +100,34 @@ def plant_memory(path: Path, case: str, factor: float = 1.1) -> Path:
     return out
 
 
-def judge(base, runs, threshold: float, normalize: str | None, planted: list[str] | None = None) -> dict:
-    """Which runs flag anything (or which planted cases they flag), and the widest time interval seen."""
+def plant_slowdown(path: Path, cases: tuple[str, ...], factor: float) -> Path:
+    """A copy of a run whose ``cases`` took ``factor`` times as long in every round."""
+    data = json.loads(path.read_text())
+    for bench in data["benchmarks"]:
+        if bench.get("param") in cases:
+            stats, info = bench["stats"], bench["extra_info"]
+            stats["data"] = [t * factor for t in stats["data"]]
+            for key in ("median", "min", "max", "mean"):
+                if isinstance(stats.get(key), (int, float)):
+                    stats[key] *= factor
+            for key in ("probe_ratios", "reference_ratios"):
+                if info.get(key):
+                    info[key] = [r * factor for r in info[key]]
+            if info.get("reference_ratio"):
+                info["reference_ratio"] *= factor
+    out = path.with_name(path.stem + "-slower.json")
+    out.write_text(json.dumps(data))
+    return out
+
+
+def judge(
+    base, runs, threshold: float, normalize: str | None, planted: list[str] | None = None, histories=None
+) -> dict:
+    """Which runs flag anything (or which planted cases they flag), and the widest time interval seen;
+    ``histories``: per run, the saved runs of unchanged code that widen its intervals."""
     flagged, widest, caught = [], None, []
-    for run in runs:
-        found = changes(base, run, threshold, normalize)
+    for i, run in enumerate(runs):
+        found = changes(base, run, threshold, normalize, history=histories[i] if histories else None)
         flagged.append(sorted({f"{c.case} ({c.what})" for c in found if c.verdict == REGRESSED}))
         if planted is not None:
             caught.append({c.case: c.describe() for c in found if c.case in planted and c.what == "time"})
@@ -106,11 +143,80 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--keep", type=Path, default=None, help="copy the runs' JSON files into this folder")
+    p.add_argument("--job", choices=("slice", "default"), default="slice", help="what to time (default: the slice)")
     return p
+
+
+def _tree(tmp: Path) -> Path:
+    """A copy of the tree as it is now: edits made while the runs go on change nothing."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    tree = tmp / "same"
+    for f in files:
+        (tree / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, tree / f)
+    return tree
+
+
+def default_job(args) -> dict:
+    """``--job default``: reruns of the default job's speed cases, judged with and without their history."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tree = _tree(tmp)
+        paths = [run_slice(tree, tmp / f"run{i}.json", DEFAULT_JOB) for i in range(args.reruns + 1)]
+        slower = [plant_slowdown(p, PLANTED, PLANTED_FACTOR) for p in paths[1:]]
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for f in paths:
+                shutil.copy2(f, args.keep / f.name)
+        runs = [load(p) for p in paths]
+        slow_runs = [load(p) for p in slower]
+    # Every run of one code: the same commit and a clean tree, as the spread needs them.
+    same = [dataclasses.replace(r, commit="noise", dirty=False) for r in runs]
+    base, reruns = same[0], same[1:]
+    slow_runs = [dataclasses.replace(r, commit="noise", dirty=False) for r in slow_runs]
+    others = [[r for j, r in enumerate(reruns) if j != i] for i in range(len(reruns))]
+    result = {"job": "default", "selection": DEFAULT_JOB, "threshold": args.threshold, "reruns": args.reruns}
+    result["planted"] = {"cases": list(PLANTED), "factor": PLANTED_FACTOR}
+    result["cases"] = len(base.records)
+    result["modes"] = {}
+    for name, norm in {"plain": None, "normalised by mlp": "mlp"}.items():
+        for with_history in (False, True):
+            histories = others if with_history else None
+            same_code = judge(base, reruns, args.threshold, norm, histories=histories)
+            slow = judge(base, slow_runs, args.threshold, norm, list(PLANTED), histories)
+            result["modes"][f"{name}{', with history' if with_history else ''}"] = {
+                "false_alarm_runs": sum(1 for f in same_code["flagged"] if f),
+                "false_alarm_cases": sorted({c for f in same_code["flagged"] for c in f}),
+                "widest_interval_unchanged": same_code["widest"],
+                "caught": {case: sum(1 for f in slow["flagged"] if f"{case} (time)" in f) for case in PLANTED},
+                "planted_changes": slow["planted"],
+            }
+    print(
+        f"default job's speed cases ({result['cases']} measurements a run); threshold {args.threshold:.0%}; "
+        f"{args.reruns} reruns compared with the first"
+    )
+    for name, r in result["modes"].items():
+        print(
+            f"{name}: unchanged code flagged in {r['false_alarm_runs']}/{args.reruns} reruns"
+            f"{' (' + ', '.join(r['false_alarm_cases'][:6]) + ')' if r['false_alarm_cases'] else ''}"
+        )
+        for case, n in r["caught"].items():
+            print(
+                f"  planted {PLANTED_FACTOR}x in {case}: flagged in {n}/{args.reruns}: "
+                + "; ".join(run.get(case, "n/a") for run in r["planted_changes"])
+            )
+    return result
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.job == "default":
+        result = default_job(args)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2))
+        return 0
     modes = {"plain": None, "normalised by mlp": "mlp"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

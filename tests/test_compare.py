@@ -307,3 +307,25 @@ def test_widen_adds_the_spread_of_both_runs_in_log_space():
     assert widen(0.1, 0.05, 0.15, 0.0) == pytest.approx((0.05, 0.15))
     low, high = widen(0.0, 0.0, 0.0, 0.1)
     assert np.log1p(high) == pytest.approx(Z * 0.1 * np.sqrt(2)) and np.log1p(low) == pytest.approx(-np.log1p(high))
+
+
+def test_a_planted_slowdown_scales_every_round_and_ratio(tmp_path):
+    from perf.noise import judge, plant_slowdown
+    from perf.storage.runs import load
+
+    probe = rounds(0.1, seed=7, spread=0.02)
+    ref = {"fastkan-gaussian": {p: rounds(2.0, seed=3 + j, spread=0.02) for j, p in enumerate(("forward", "backward"))}}
+    base = write(tmp_path / "base.json", field(0, noise=0.02), probe=probe, reference=ref)
+    again = write(tmp_path / "again.json", field(1, noise=0.02), probe=probe, reference=ref)
+    case = "fastkan-gaussian/seed-300k/cpu/forward"
+    slower = load(plant_slowdown(again, (case,), 1.2))
+    before = load(again)
+    assert slower.records[case].median_s == pytest.approx(1.2 * before.records[case].median_s)
+    assert slower.records[case].info["reference_ratio"] == pytest.approx(
+        1.2 * before.records[case].info["reference_ratio"]
+    )
+    other = "fastkan-gaussian/seed-300k/cpu/backward"
+    assert slower.records[other].median_s == before.records[other].median_s
+    for norm in (None, "mlp"):
+        found = judge(load(base), [slower], 0.1, norm, [case], histories=[[before]])
+        assert found["flagged"] == [[f"{case} (time)"]], norm
