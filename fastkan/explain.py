@@ -104,7 +104,9 @@ def _why(layer, x: Tensor, path: Path) -> str:
 def explain(model: nn.Module, x: Tensor) -> list[str]:
     """One line per FastKAN layer of ``model`` (or ``model`` itself): '<name>: <path> (<module>): <why>'.
 
-    Runs ``model`` once on ``x`` with gradients recorded (nothing is accumulated into ``.grad``).
+    Runs ``model`` once on ``x`` with gradients recorded (nothing is accumulated into ``.grad``),
+    each layer called as a module: a FastKAN whose input needs a gradient takes the plain composition
+    for its small calls (FastKAN.forward), which a layer called on its own does not.
     """
     from .layer import FastKAN, FastKANLayer
 

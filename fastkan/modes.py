@@ -88,22 +88,23 @@ def warmup(model: torch.nn.Module, example: Tensor) -> None:
             torch.autograd.grad(out.float().sum(), inputs, allow_unused=True)
 
 
-#: What each mode runs, as the README's table of modes says (tests/test_explain.py checks it; the
-#: tests of tests/test_layer.py check each mode on every path).
+#: The fast paths, as the columns of the modes table (the names of fastkan.explain.PATHS).
+PATH_NAMES = ("small node", "compiled one-output", "row blocks", "local", "Triton", "fused blocks")
+
+#: What each mode runs on each fast path: ``native`` (the path itself), ``plain`` (the plain
+#: composition), ``fused, traced`` (the fused blocks, traced and compiled with the model), or
+#: ``native + higher`` (the path forward; backward by fastkan.higher for a basis with every
+#: derivative registered, else by the plain composition). The README's table of modes is this one
+#: (tests/test_explain.py); tests/test_layer.py and tests/test_higher.py check each mode on each path.
 MODES = (
-    ("eager", "the fast paths"),
-    ("`torch.compile(model, fullgraph=True)`", "the fused blocks, traced; the other fast paths step aside to them"),
-    ("`torch.export.export`", "the plain composition (ATen operations only)"),
-    ("`torch.func.grad`, `vmap`, `jacrev`", "the plain composition"),
+    ("eager", ("native",) * 6),
     (
-        "second derivatives (`create_graph=True`)",
-        "the fast paths forward; backward by fastkan.higher's Functions (Gaussian), else the plain "
-        "composition; a FastKAN whose input needs a gradient takes the plain composition for small calls",
+        "`torch.compile(model, fullgraph=True)`",
+        ("plain, traced", "fused, traced", "fused, traced", "fused, traced", "native, traced", "fused, traced"),
     ),
-    (
-        "CPU or CUDA autocast",
-        "the plain composition: basis in float32, products in the autocast dtype, like `nn.Linear`",
-    ),
-    ("`DistributedDataParallel`", "the fast paths"),
-    ("`state_dict`", "fast-kan's names (`rbf.grid`): loads both ways"),
+    ("`torch.export.export`", ("plain",) * 6),
+    ("`torch.func.grad`, `vmap`, `jacrev`", ("plain",) * 6),
+    ("second derivatives (`create_graph=True`)", ("native + higher",) * 6),
+    ("CPU or CUDA autocast", ("plain",) * 6),
+    ("`DistributedDataParallel`", ("native",) * 6),
 )

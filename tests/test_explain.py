@@ -9,7 +9,7 @@ import torch
 import fastkan
 from fastkan import FastKAN, FastKANLayer
 from fastkan.explain import PATHS
-from fastkan.modes import MODES
+from fastkan.modes import MODES, PATH_NAMES
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -29,8 +29,9 @@ def test_the_readme_lists_the_paths_of_the_library_in_order():
     assert _table("| path | where | module |") == [[p.name, p.where, f"`{p.module}`"] for p in PATHS]
 
 
-def test_the_readme_lists_the_modes_of_the_library():
-    assert _table("| mode | what runs |") == [list(m) for m in MODES]
+def test_the_readme_lists_the_modes_of_the_library_on_every_path():
+    assert list(PATH_NAMES) == [p.name for p in PATHS if p.name != "plain"]
+    assert _table("| mode | " + " | ".join(PATH_NAMES) + " |") == [[mode, *cells] for mode, cells in MODES]
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,34 @@ def test_warmup_builds_without_touching_gradients(compiler, caplog):
     layer = FastKANLayer(300, 1)
     fastkan.warmup(layer, torch.randn(64, 300))
     assert all(p.grad is None for p in layer.parameters())
+
+
+# The modes table's plain cells, seen on every CPU path that a small layer can be forced onto.
+@pytest.mark.parametrize(
+    "path, out, name",
+    [
+        ("small", 1, "small node"),
+        ("compiled", 1, "compiled one-output"),
+        ("rows", 2, "row blocks"),
+        ("rebuilt", 2, "fused blocks"),
+    ],
+)
+def test_modes_that_take_the_plain_composition_take_it_on_every_path(compiler, path, out, name):
+    from fastkan.dispatch import forcing
+
+    layer = FastKANLayer(6, out)
+    x = torch.randn(12, 6)
+    with forcing(path):
+        (eager,) = fastkan.explain(layer, x)
+        assert eager.startswith(f"FastKANLayer: {name} (")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            (line,) = fastkan.explain(layer, x)
+        assert line.startswith("FastKANLayer: plain")
+        seen = []
+        hook = layer.register_forward_pre_hook(lambda m, inp: seen.append(fastkan.modes.plain_reason(inp[0])))
+        try:
+            torch.func.vmap(layer)(x[:, None])
+            torch.export.export(layer, (x,))
+        finally:
+            hook.remove()
+        assert seen[0].startswith("a torch.func transform") and seen[-1] == "torch.export is tracing"
