@@ -35,8 +35,11 @@ Nth = Callable[[Tensor, int], Tensor]
 # its backward) on FastKAN([2, 64, 64, 1]) with 1024 points took 0.75x plain-fastkan's time with
 # them, 1.09x with the same Functions in eager torch operations, 1.25x where autograd took the
 # plain composition (docs/results/physics.md). FASTKAN_COMPILE=0 keeps them eager, as it does
-# fastkan.compiled's kernels; so does ENABLED = False.
-ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
+# fastkan.compiled's kernels; so does COMPILED = False.
+COMPILED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
+# False: every second derivative differentiates the plain composition, as before these Functions
+# existed (python -m perf.pde_step --no-higher compares the two).
+ENABLED = True
 # At or below this many values (N x in x G) a compiled call's fixed cost outweighs its gain.
 EAGER_VALUES = 1 << 14
 _LOG = logging.getLogger("fastkan")
@@ -86,7 +89,7 @@ def _run(which, u: Tensor, tensors: tuple, grid: Tensor, h: Tensor, nth: Nth, k:
     """``which(u, *tensors, grid, 1 / h, nth, k)`` on detached tensors, compiled where it pays."""
     u, tensors, grid, inv_h = u.detach(), tuple(t.detach() for t in tensors), grid.detach(), 1.0 / h.detach()
     fast = (
-        ENABLED
+        COMPILED
         and not _broken
         and u.device.type == "cpu"
         and u.numel() * grid.numel() > EAGER_VALUES
@@ -181,7 +184,7 @@ def wanted(ctx) -> tuple[bool, ...]:
 
 def _nth(grid: Tensor, h: Tensor, fn: Callable[[Tensor], Tensor]):
     """The basis' ``nth_derivative`` where these Functions can take its derivatives: a frozen grid and width."""
-    return None if grid.requires_grad or h.requires_grad else nth_derivative_of(fn)
+    return None if not ENABLED or grid.requires_grad or h.requires_grad else nth_derivative_of(fn)
 
 
 def differentiable_spline(u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
