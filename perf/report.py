@@ -6,6 +6,7 @@
     python -m perf.report accuracy [RUN ...]      which KAN learns best per second
     python -m perf.report physics [RUN ...]       which KAN solves a PDE best per second
     python -m perf.report goals PLAIN LEAN ...    is the default FastKAN fastest everywhere?
+    python -m perf.report repeatability RUN RUN ...  how far each case moves from run to run
     python -m perf.report compare A B             what changed from run A to run B (also: --compare A B)
 
 RUN is a saved JSON file, a pytest-benchmark storage folder (its latest run)
@@ -20,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from perf.reports import accuracy, bases, goals, leaderboard, physics, seed
+from perf.reports import accuracy, bases, goals, leaderboard, physics, repeatability, seed
 from perf.stats.compare import MEMORY_THRESHOLD, compare
 from perf.storage.runs import DEFAULT_STORAGE, ReportError, history, load, resolve
 
@@ -33,6 +34,7 @@ REPORTS = {
     "accuracy": accuracy,
     "physics": physics,
     "goals": goals,
+    "repeatability": repeatability,
 }
 
 

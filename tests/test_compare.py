@@ -329,3 +329,17 @@ def test_a_planted_slowdown_scales_every_round_and_ratio(tmp_path):
     for norm in (None, "mlp"):
         found = judge(load(base), [slower], 0.1, norm, [case], histories=[[before]])
         assert found["flagged"] == [[f"{case} (time)"]], norm
+
+
+def test_the_repeatability_report_sets_each_case_beside_the_mlp(tmp_path, capsys):
+    paths = [
+        str(_rerun(tmp_path / f"{i:04d}_r.json", "c0ffee", shift, seed=10 * i)) for i, shift in enumerate((1.0, 1.3))
+    ]
+    assert main(["repeatability", *paths]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("fastkan-gaussian ") and " forward " in ln)
+    assert line.split()[-1] == "met" or "NOT met" in line
+    assert "NOT met" in line  # 1.3x from run to run, the MLP steady
+    assert "our models' cases meeting the goal" in out and "0 of 2" in out
+    assert main(["repeatability", paths[0]]) == 2
+    assert "two runs or more" in capsys.readouterr().err

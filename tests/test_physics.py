@@ -107,3 +107,19 @@ def test_a_diverged_seed_is_reported_not_a_crash():
 
     assert mean_std([float("inf"), 0.8]) == (float("inf"), float("inf"))
     assert mean_std([0.5, 0.7]) == (0.6, pytest.approx(0.1414, abs=1e-4))
+
+
+def test_the_pde_step_timer_runs_and_refuses_wrong_layers(capsys):
+    from perf.pde_step import main
+
+    assert main(["--layers", "2,4,1", "--points", "16", "--rounds", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "fastkan.higher on" in out and "fastkan / plain-fastkan:" in out and "[" in out
+    assert main(["--layers", "2,4,1", "--points", "16", "--rounds", "5", "--no-higher"]) == 0
+    assert "fastkan.higher off" in capsys.readouterr().out
+    import fastkan.higher
+
+    assert fastkan.higher.ENABLED  # restored after the run
+    with pytest.raises(SystemExit):
+        main(["--layers", "3,4,1"])
+    assert "must start with 2" in capsys.readouterr().err
