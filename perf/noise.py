@@ -144,6 +144,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--keep", type=Path, default=None, help="copy the runs' JSON files into this folder")
     p.add_argument("--job", choices=("slice", "default"), default="slice", help="what to time (default: the slice)")
+    p.add_argument(
+        "--runs-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--job default: judge the runs kept in DIR by an earlier --keep (run0.json first) instead of timing",
+    )
     return p
 
 
@@ -163,8 +170,15 @@ def default_job(args) -> dict:
     """``--job default``: reruns of the default job's speed cases, judged with and without their history."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        tree = _tree(tmp)
-        paths = [run_slice(tree, tmp / f"run{i}.json", DEFAULT_JOB) for i in range(args.reruns + 1)]
+        if args.runs_from:
+            kept = sorted(args.runs_from.glob("run*.json"), key=lambda p: int(p.stem.removeprefix("run")))
+            if len(kept) < 3:
+                raise SystemExit(f"perf.noise: {args.runs_from} holds {len(kept)} runs (run0.json ...); need 3 or more")
+            paths = [Path(shutil.copy2(p, tmp / p.name)) for p in kept]
+            args.reruns = len(paths) - 1
+        else:
+            tree = _tree(tmp)
+            paths = [run_slice(tree, tmp / f"run{i}.json", DEFAULT_JOB) for i in range(args.reruns + 1)]
         slower = [plant_slowdown(p, PLANTED, PLANTED_FACTOR) for p in paths[1:]]
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ interval also holds the spread of its time from run to run (``perf.stats.spread`
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from perf.reports.tables import text_table
@@ -85,21 +86,29 @@ def time_change(
 ) -> Change | None:
     """The timed change of one case; None where time is not compared (the reference itself, fit cases).
     ``spread``: the case's between-run spread (standard deviation of log time, degrees of freedom)."""
-    found = _time_change(a_run, b_run, a, b, threshold, normalize)
+    sigma = spread[0] if spread else None
+    found, widened = _time_change(a_run, b_run, a, b, threshold, normalize, sigma)
     if found is None or spread is None or found.value is None:
         return found
-    sigma, dof = spread
-    low, high = (found.value, found.value) if found.low is None else (found.low, found.high)
-    found.low, found.high = widen(found.value, low, high, sigma)
-    if found.verdict != NOISE:  # a wider interval can only take a verdict back
-        found.verdict = _judge(found.value, found.low, found.high, threshold)
-    found.note += f"{'; ' if found.note else ''}between runs ±{sigma:.1%} ({dof} df)"
+    if not widened:
+        low, high = (found.value, found.value) if found.low is None else (found.low, found.high)
+        found.low, found.high = widen(found.value, low, high, sigma)
+        if found.verdict != NOISE:  # a wider interval can only take a verdict back
+            found.verdict = _judge(found.value, found.low, found.high, threshold)
+    found.note += f"{'; ' if found.note else ''}between runs ±{sigma:.1%} ({spread[1]} df)"
     return found
 
 
-def _time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, normalize: str | None):
+def _time_change(
+    a_run: Run, b_run: Run, a: Record, b: Record, threshold: float, normalize: str | None, sigma: float | None
+) -> tuple[Change | None, bool]:
+    """(the change, whether its over-probe interval took the between-run spread ``sigma`` already)."""
     if a.kind != "speed" or (normalize and a.model == normalize):
-        return None
+        return None, False
+    return _time_change_of(a_run, b_run, a, b, threshold, normalize, sigma)
+
+
+def _time_change_of(a_run, b_run, a: Record, b: Record, threshold: float, normalize: str | None, sigma):
     try:
         if normalize:
             if a.info.get("reference_model") == normalize == b.info.get("reference_model"):
@@ -115,33 +124,42 @@ def _time_change(a_run: Run, b_run: Run, a: Record, b: Record, threshold: float,
                         high,
                         _judge(est, low, high, threshold),
                         f"per-round ratio to {normalize}",
-                    )
+                    ), False
                 ratio = lambda r: r.ratio_to(normalize) or r.median_s / r.info["reference_median_s"]  # noqa: E731
                 est = ratio(b) / ratio(a) - 1
                 return Change(
                     a.id, "time", est, verdict=_judge(est, None, None, threshold), note="medians only: no rounds saved"
-                )
+                ), False
             ref_a, ref_b = _reference(a_run, a, normalize), _reference(b_run, b, normalize)
             if ref_a is None or ref_b is None:
-                return Change(a.id, "time", None, verdict=NOISE, note=f"no {normalize} case to normalise by")
+                return Change(a.id, "time", None, verdict=NOISE, note=f"no {normalize} case to normalise by"), False
             samples = [r.rounds for r in (a, ref_a, b, ref_b)]
             if all(samples):
                 est, low, high = normalised_change(*samples)
-                return Change(a.id, "time", est, low, high, _judge(est, low, high, threshold), f"over {normalize}'s")
+                return Change(
+                    a.id, "time", est, low, high, _judge(est, low, high, threshold), f"over {normalize}'s"
+                ), False
             est = (b.median_s / ref_b.median_s) / (a.median_s / ref_a.median_s) - 1
         else:
             if a.rounds and b.rounds:
                 est, low, high = change(a.rounds, b.rounds)
                 verdict, machine = _judge(est, low, high, threshold), _over_probe(a, b)
                 if machine is None:
-                    return Change(a.id, "time", est, low, high, verdict, "no machine probe")
+                    return Change(a.id, "time", est, low, high, verdict, "no machine probe"), False
+                if sigma is not None:
+                    # The spread between runs is of the time over the probe (``between_runs``): the probe
+                    # takes out how fast the machine was; what is left is the case's own.
+                    machine = (machine[0], *widen(*machine, sigma))
                 if _judge(*machine, threshold) != verdict:
                     verdict = NOISE  # the machine moved with the case: no evidence about the code
-                return Change(a.id, "time", est, low, high, verdict, f"over the machine probe {fmt_change(*machine)}")
+                note = f"over the machine probe {fmt_change(*machine)}"
+                return Change(a.id, "time", est, low, high, verdict, note), sigma is not None
             est = b.median_s / a.median_s - 1
     except TooFewRounds as e:
         raise ReportError(f"{a.id}: {e} (time more rounds: raise --perf-seconds)") from None
-    return Change(a.id, "time", est, verdict=_judge(est, None, None, threshold), note="medians only: no rounds saved")
+    return Change(
+        a.id, "time", est, verdict=_judge(est, None, None, threshold), note="medians only: no rounds saved"
+    ), False
 
 
 def exact_changes(a: Record, b: Record, threshold: float, memory_threshold: float) -> list[Change]:
@@ -178,7 +196,13 @@ def between_runs(history: list[Run], normalize: str | None = None) -> dict[str, 
     """Each case's between-run spread in ``history`` (saved runs), of its time or its time over ``normalize``'s."""
     if normalize:
         return spreads(history, lambda run, rec: _normalised(run, rec, normalize))
-    return spreads(history)
+    # Plain: of the time over the machine probe, where the runs timed one (see _time_change_of).
+    return spreads(history, _over_probe_median)
+
+
+def _over_probe_median(run: Run, rec: Record) -> float | None:
+    ratios = rec.info.get("probe_ratios")
+    return statistics.median(ratios) if ratios else rec.median_s
 
 
 def changes(
