@@ -284,7 +284,7 @@ def test_a_run_of_every_kind_of_case_feeds_every_report(suite, capsys):
     from perf.report import REPORTS, main
 
     for report in REPORTS:
-        args = [report, str(path), str(path)] if report == "goals" else [report, str(path)]
+        args = [report, str(path), str(path)] if report in ("goals", "repeatability") else [report, str(path)]
         assert main(args) == 0, report
         assert "Traceback" not in capsys.readouterr().err
     assert main(["compare", str(path), str(path)]) == 0

@@ -19,7 +19,9 @@ def test_a_run_saved_before_the_schema_is_read_by_every_report(capsys):
     assert {r.model: r.model_group for r in run.records.values()} == {"fastkan-gaussian": "fastkan", "mlp": "baseline"}
     assert run.records["mlp/acc-digits/cpu/fit"].kind == "accuracy"  # pass 'fit', as the fit cases
     for report in REPORTS:
-        args = [report, str(SCHEMA_1), str(SCHEMA_1)] if report == "goals" else [report, str(SCHEMA_1)]
+        args = (
+            [report, str(SCHEMA_1), str(SCHEMA_1)] if report in ("goals", "repeatability") else [report, str(SCHEMA_1)]
+        )
         assert main(args) == (2 if report == "physics" else 0), report  # no physics cases before schema 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"perf.report: error: {SCHEMA_1}: no physics cases (run `pytest perf --perf-physics=quick` or full)"

@@ -69,7 +69,7 @@ src = Path("fastkan/triton_spline.py").read_text()
 old = "_EXP_CAP = tl.constexpr(_EXP_CAP_VALUE)"
 assert old in src
 planted = src.replace(old, "_EXP_CAP = float(_EXP_CAP_VALUE)").replace("from .bases", "from fastkan.bases")
-planted = planted.replace("from . import modes", "from fastkan import modes")
+planted = planted.replace("from . import higher", "from fastkan import higher")
 path = Path(sys.argv[1]) / "planted_spline.py"
 path.write_text(planted)
 spec = importlib.util.spec_from_file_location("planted_spline", path)
