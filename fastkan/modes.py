@@ -8,6 +8,8 @@ composition of torch operations instead, which every mode understands:
   a vmap rule there;
 - ``torch.export``: the traced program must be built from ATen operations (the fast paths write
   into buffers with ``out=``);
+- ``torch.compile``: Inductor compiles the plain composition with the rest of the model, into
+  fewer and better loops than it makes of our fast paths traced;
 - autocast: the fast paths compute in the input's dtype; the plain composition computes the basis
   in float32 and its products in the autocast dtype, as ``nn.Linear`` would.
 
@@ -37,6 +39,12 @@ def plain_reason(x: Tensor) -> str | None:
         return "a torch.func transform (grad, vmap, jacrev) is active"
     if is_exporting():
         return "torch.export is tracing"
+    if is_compiling():
+        # Inductor fuses the plain composition into a few loops with the rest of the model; our fast
+        # paths, traced instead, are Python loops over blocks that it cannot fuse as well: compiled,
+        # they took 5.2x our eager time on seed-300k and 1.19x on kanbench-10m, the plain
+        # composition 2.5x and 0.89x (docs/results/modes.md).
+        return "torch.compile is tracing"
     device = x.device.type
     if device in ("cpu", "cuda") and _autocast(device):
         return f"autocast on {device} is on"
@@ -92,16 +100,13 @@ def warmup(model: torch.nn.Module, example: Tensor) -> None:
 PATH_NAMES = ("small node", "compiled one-output", "row blocks", "local", "Triton", "fused blocks")
 
 #: What each mode runs on each fast path: ``native`` (the path itself), ``plain`` (the plain
-#: composition), ``fused, traced`` (the fused blocks, traced and compiled with the model), or
+#: composition), ``plain, compiled`` (the plain composition, compiled with the model), or
 #: ``native + higher`` (the path forward; backward by fastkan.higher for a basis with every
 #: derivative registered, else by the plain composition). The README's table of modes is this one
 #: (tests/test_explain.py); tests/test_layer.py and tests/test_higher.py check each mode on each path.
 MODES = (
     ("eager", ("native",) * 6),
-    (
-        "`torch.compile(model, fullgraph=True)`",
-        ("plain, traced", "fused, traced", "fused, traced", "fused, traced", "native, traced", "fused, traced"),
-    ),
+    ("`torch.compile(model, fullgraph=True)`", ("plain, compiled",) * 6),
     ("`torch.export.export`", ("plain",) * 6),
     ("`torch.func.grad`, `vmap`, `jacrev`", ("plain",) * 6),
     ("second derivatives (`create_graph=True`)", ("native + higher",) * 6),

@@ -381,17 +381,21 @@ def test_bad_model_sizes():
 
 
 @pytest.mark.parametrize("out", [3, 30, 1], ids=["feature-major", "input-major", "one-output"])
-def test_fused_path_compiles_without_graph_breaks(out):
-    # --perf-mode=compile times compiled models: the fused Function must trace
-    # whole (fullgraph) and agree with eager in values and gradients (one output: in the
-    # user's compilation the eager centre-major path is traced, not fastkan.compiled's kernels).
+def test_a_compiled_layer_takes_the_plain_composition_whole(out, monkeypatch):
+    # --perf-mode=compile times compiled models: under torch.compile the layer takes the plain
+    # composition (fastkan.modes.plain_reason), which must trace whole (fullgraph) and agree with
+    # eager in values and gradients. No fast path is traced: each raises if it is.
+    import fastkan.dispatch as dispatch
+
     torch._dynamo.reset()  # each case compiles the layer's forward anew: dynamo allows 8 per code object
+    monkeypatch.setattr(dispatch, "spline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("traced")))
     torch.manual_seed(0)
     layer = FastKANLayer(5, out, num_grids=4)
     x = torch.randn(7, 5)
     compiled = torch.compile(layer, fullgraph=True)
     y = compiled(x)
     (g,) = torch.autograd.grad(y.sum(), layer.spline_linear.weight)
+    monkeypatch.undo()
     y_eager = layer(x)
     (g_eager,) = torch.autograd.grad(y_eager.sum(), layer.spline_linear.weight)
     torch.testing.assert_close(y, y_eager)
