@@ -14,7 +14,7 @@ import contextlib
 import torch
 from torch import Tensor
 
-from . import compiled, fused, local, rows
+from . import compiled, fused, local, modes, rows
 
 
 def takes_plain(u: Tensor, basis, weight: Tensor, n: int | None = None) -> bool:
@@ -53,6 +53,15 @@ def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None
         if rows.takes(u, basis, weight, keep):  # never a one-output layer
             return rows.spline(u, basis, weight)
     return fused.fused_spline(u, basis, weight, keep_basis_bytes)
+
+
+def operator(u: Tensor, basis, weight: Tensor) -> Tensor | None:
+    """Inside the user's ``torch.compile``, where the layer is otherwise the plain composition: the
+    operator that keeps our compiled one-output kernels in the model, or None where none applies."""
+    if modes.plain_reason(u) != modes.COMPILING or not compiled.operator_applies(u, basis, weight):
+        return None
+    grid, h = basis.tensors()
+    return compiled.one_output_op(u, grid, h, weight, basis.name)
 
 
 # What makes every call that a path can serve take it: the thresholds of docs/design/paths.md, set

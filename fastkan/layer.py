@@ -225,6 +225,10 @@ class FastKANLayer(nn.Module):
             y = spline_linear(basis(u).flatten(-2))
         else:
             weight = spline_linear._parameters["weight"]
+            if self.fused and modes.is_compiling():
+                y = dispatch.operator(u, basis, weight)
+                if y is not None:
+                    return y if base is None else y + base
             # allowed: whether the current mode lets fast paths run (fastkan.modes); None asks it here.
             fast = self.fused and (modes.plain_reason(u) is None if allowed is None else allowed)
             plain = not fast or dispatch.takes_plain(u, basis, weight)

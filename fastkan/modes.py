@@ -33,6 +33,9 @@ is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambd
 _transforms_active: Callable[[], bool] = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
+COMPILING = "torch.compile is tracing"
+
+
 def plain_reason(x: Tensor) -> str | None:
     """Why a call on ``x`` must take the plain composition in the current mode, or None."""
     if _transforms_active():
@@ -44,7 +47,7 @@ def plain_reason(x: Tensor) -> str | None:
         # paths, traced instead, are Python loops over blocks that it cannot fuse as well: compiled,
         # they took 5.2x our eager time on seed-300k and 1.19x on kanbench-10m, the plain
         # composition 2.5x and 0.89x (docs/results/modes.md).
-        return "torch.compile is tracing"
+        return COMPILING
     device = x.device.type
     if device in ("cpu", "cuda") and _autocast(device):
         return f"autocast on {device} is on"
@@ -100,13 +103,17 @@ def warmup(model: torch.nn.Module, example: Tensor) -> None:
 PATH_NAMES = ("small node", "compiled one-output", "row blocks", "local", "Triton", "fused blocks")
 
 #: What each mode runs on each fast path: ``native`` (the path itself), ``plain`` (the plain
-#: composition), ``plain, compiled`` (the plain composition, compiled with the model), or
+#: composition), ``plain, compiled`` (the plain composition, compiled with the model), ``native,
+#: operator`` (the path as a torch.library operator, opaque to the compiler), or
 #: ``native + higher`` (the path forward; backward by fastkan.higher for a basis with every
 #: derivative registered, else by the plain composition). The README's table of modes is this one
 #: (tests/test_explain.py); tests/test_layer.py and tests/test_higher.py check each mode on each path.
 MODES = (
     ("eager", ("native",) * 6),
-    ("`torch.compile(model, fullgraph=True)`", ("plain, compiled",) * 6),
+    (
+        "`torch.compile(model, fullgraph=True)`",
+        ("plain, compiled", "native, operator", *("plain, compiled",) * 4),
+    ),
     ("`torch.export.export`", ("plain",) * 6),
     ("`torch.func.grad`, `vmap`, `jacrev`", ("plain",) * 6),
     ("second derivatives (`create_graph=True`)", ("native + higher",) * 6),

@@ -214,3 +214,26 @@ def test_a_grid_that_is_not_uniform_takes_the_general_kernels(record_calls):
     plain.load_state_dict(layer.state_dict())
     for a, b in zip(got, run(plain, x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_inside_torch_compile_a_one_output_layer_keeps_the_kernels_as_an_operator(monkeypatch):
+    # Otherwise the compiled model is the plain composition (fastkan.modes): the operator keeps
+    # fastkan.compiled's kernels in the graph, opaque to the compiler, with its own backward.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = FastKANLayer(200, 1)
+    x = torch.randn(64, 200, requires_grad=True)
+    calls = []
+    real = compiled.one_output
+    monkeypatch.setattr(compiled, "one_output", lambda *a: calls.append(1) or real(*a))
+    y = torch.compile(layer, fullgraph=True)(x)
+    grads = torch.autograd.grad(y.pow(2).sum(), [x, layer.spline_linear.weight])
+    assert calls, "the operator did not run"
+    monkeypatch.undo()
+    y_eager = layer(x)
+    for a, b in zip(grads, torch.autograd.grad(y_eager.pow(2).sum(), [x, layer.spline_linear.weight])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y, y_eager, rtol=1e-4, atol=1e-5)
+    grid, h = layer.basis.tensors()
+    u = torch.randn(16, 200, requires_grad=True)
+    torch.library.opcheck(compiled.one_output_op, (u, grid, h, layer.spline_linear.weight, "gaussian"))
