@@ -350,71 +350,74 @@ def _named(name: str, grid: Tensor, h: Tensor) -> types.SimpleNamespace:
     )
 
 
-@torch.library.custom_op("fastkan::one_output", mutates_args=())
-def one_output_op(u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis: str) -> Tensor:
-    """``one_output`` as an operator: u (N, in), weight (1, in * G) -> (N, 1)."""
-    with torch.no_grad():
-        y = one_output(u, _named(basis, grid, h), weight)
-        if y is None:  # no compiler here after all: the plain composition, as the layer would take
-            y = modes.plain_spline(u, grid, h, weight, _named(basis, grid, h).fn)
-    return y
+# torch.library.custom_op is new in torch 2.4: older versions compile the plain composition.
+OPERATORS = hasattr(torch.library, "custom_op")
+if OPERATORS:
 
+    @torch.library.custom_op("fastkan::one_output", mutates_args=())
+    def one_output_op(u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis: str) -> Tensor:
+        """``one_output`` as an operator: u (N, in), weight (1, in * G) -> (N, 1)."""
+        with torch.no_grad():
+            y = one_output(u, _named(basis, grid, h), weight)
+            if y is None:  # no compiler here after all: the plain composition, as the layer would take
+                y = modes.plain_spline(u, grid, h, weight, _named(basis, grid, h).fn)
+        return y
 
-@one_output_op.register_fake
-def _(u, grid, h, weight, basis):
-    return u.new_empty(u.shape[0], 1)
+    @one_output_op.register_fake
+    def _(u, grid, h, weight, basis):
+        return u.new_empty(u.shape[0], 1)
 
+    @torch.library.custom_op("fastkan::one_output_backward", mutates_args=())
+    def one_output_backward_op(
+        grad_out: Tensor, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis: str, need_u: bool, need_w: bool
+    ) -> tuple[Tensor, Tensor]:
+        """``OneOutput``'s backward as an operator: (grad_u, grad_w), each empty where not asked for."""
+        named = _named(basis, grid, h)
+        groups = None
+        if named.exponential and grid.numel() <= GROUPED_CENTRES:
+            groups = _Groups.of(grid, h, named.neg_square_scale)
+        kernels = _kernels(named, u.dtype, groups)
+        if kernels is None:  # they did not compile here after all: the eager one-output backward
+            grad_u, grad_w = fused.one_output_backward(grad_out, u, grid, h, weight, named, (need_u, need_w))
+        else:
+            ctx = types.SimpleNamespace(
+                saved_tensors=(u, grid, h, weight),
+                needs_input_grad=(need_u, False, False, need_w),
+                kernels=kernels,
+                groups=groups,
+                fn=named.fn,
+            )
+            with torch.no_grad():
+                grad_u, _, _, grad_w, *_ = OneOutput.backward(ctx, grad_out)
+        return (
+            grad_u if grad_u is not None else u.new_empty(0),
+            grad_w if grad_w is not None else weight.new_empty(0),
+        )
 
-@torch.library.custom_op("fastkan::one_output_backward", mutates_args=())
-def one_output_backward_op(
-    grad_out: Tensor, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis: str, need_u: bool, need_w: bool
-) -> tuple[Tensor, Tensor]:
-    """``OneOutput``'s backward as an operator: (grad_u, grad_w), each empty where not asked for."""
-    named = _named(basis, grid, h)
-    groups = None
-    if named.exponential and grid.numel() <= GROUPED_CENTRES:
-        groups = _Groups.of(grid, h, named.neg_square_scale)
-    ctx = types.SimpleNamespace(
-        saved_tensors=(u, grid, h, weight),
-        needs_input_grad=(need_u, False, False, need_w),
-        kernels=_kernels(named, u.dtype, groups),
-        groups=groups,
-        fn=named.fn,
-    )
-    with torch.no_grad():
-        grad_u, _, _, grad_w, *_ = OneOutput.backward(ctx, grad_out)
-    return (
-        grad_u if grad_u is not None else u.new_empty(0),
-        grad_w if grad_w is not None else weight.new_empty(0),
-    )
+    @one_output_backward_op.register_fake
+    def _(grad_out, u, grid, h, weight, basis, need_u, need_w):
+        return u.new_empty(u.shape if need_u else (0,)), weight.new_empty(weight.shape if need_w else (0,))
 
+    def _setup_context(ctx, inputs, output):
+        u, grid, h, weight, basis = inputs
+        ctx.save_for_backward(u, grid, h, weight)
+        ctx.basis = basis
 
-@one_output_backward_op.register_fake
-def _(grad_out, u, grid, h, weight, basis, need_u, need_w):
-    return u.new_empty(u.shape if need_u else (0,)), weight.new_empty(weight.shape if need_w else (0,))
+    def _backward(ctx, grad_out):
+        u, grid, h, weight = ctx.saved_tensors
+        need_u, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        grad_u, grad_w = one_output_backward_op(grad_out.contiguous(), u, grid, h, weight, ctx.basis, need_u, need_w)
+        return (grad_u if need_u else None), None, None, (grad_w if need_w else None), None
 
-
-def _setup_context(ctx, inputs, output):
-    u, grid, h, weight, basis = inputs
-    ctx.save_for_backward(u, grid, h, weight)
-    ctx.basis = basis
-
-
-def _backward(ctx, grad_out):
-    u, grid, h, weight = ctx.saved_tensors
-    need_u, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
-    grad_u, grad_w = one_output_backward_op(grad_out.contiguous(), u, grid, h, weight, ctx.basis, need_u, need_w)
-    return (grad_u if need_u else None), None, None, (grad_w if need_w else None), None
-
-
-one_output_op.register_autograd(_backward, setup_context=_setup_context)
+    one_output_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def operator_applies(u: Tensor, basis, weight: Tensor) -> bool:
     """Whether a call inside the user's ``torch.compile`` takes ``one_output_op``: a one-output CPU layer
     of a basis of ``-d**2`` on a frozen grid, large enough for the kernels, where they compile."""
     return (
-        ENABLED
+        OPERATORS
+        and ENABLED
         and not _broken
         and u.device.type == "cpu"
         and u.dtype in (torch.float32, torch.float64)

@@ -17,6 +17,7 @@ the basis values per row takes ``fastkan.rows``, which blocks the basis by rows 
 from __future__ import annotations
 
 import functools
+import types
 
 import torch
 from torch import Tensor
@@ -375,6 +376,17 @@ class _OneOutput(torch.autograd.Function):
                 )
                 grad_u[:, a:b] *= go[:, None]
         return grad_u, None, None, grad_w, None, None
+
+
+def one_output_backward(grad_out: Tensor, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis, needs) -> tuple:
+    """(grad_u, grad_w) of ``_OneOutput`` for grad_out (N, 1), outside autograd: for fastkan.compiled's
+    operator where its kernels could not compile; ``needs`` = (need_u, need_w)."""
+    ctx = types.SimpleNamespace(
+        saved_tensors=(u, grid, h, weight, None), needs_input_grad=(needs[0], False, False, needs[1]), basis=basis
+    )
+    with torch.no_grad():
+        grads = _OneOutput.backward(ctx, grad_out)
+    return grads[0], grads[3]
 
 
 def is_one_output(basis, u: Tensor, weight: Tensor) -> bool:

@@ -237,3 +237,19 @@ def test_inside_torch_compile_a_one_output_layer_keeps_the_kernels_as_an_operato
     grid, h = layer.basis.tensors()
     u = torch.randn(16, 200, requires_grad=True)
     torch.library.opcheck(compiled.one_output_op, (u, grid, h, layer.spline_linear.weight, "gaussian"))
+
+
+def test_the_operator_falls_back_where_its_kernels_do_not_compile(monkeypatch):
+    torch._dynamo.reset()
+    torch.manual_seed(1)
+    layer = FastKANLayer(200, 1)
+    x = torch.randn(64, 200, requires_grad=True)
+    monkeypatch.setattr(compiled, "_kernels", lambda *a: None)
+    y = torch.compile(layer, fullgraph=True)(x)
+    grads = torch.autograd.grad(y.pow(2).sum(), [x, layer.spline_linear.weight])
+    monkeypatch.undo()
+    layer.fused = False
+    y_plain = layer(x)
+    torch.testing.assert_close(y, y_plain, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads, torch.autograd.grad(y_plain.pow(2).sum(), [x, layer.spline_linear.weight])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
