@@ -197,13 +197,6 @@ def _exponential_reductions(chunks):
     return forward, weight_grad, input_grad
 
 
-def _own_code(fn):
-    # Dynamo keeps compiled graphs, and its limit of recompilations, per code object: each basis,
-    # dtype and thread count gets its own, so that many of them in one process do not push later
-    # ones back to eager.
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
 def _kernels(basis, dtype: torch.dtype, groups: _Groups | None = None):
     """(forward, weight_grad, input_grad) for this basis and dtype (and these groups of an exponential
     basis' centres), compiled and tried once on a small input; None if that fails."""
@@ -226,7 +219,7 @@ def _kernels(basis, dtype: torch.dtype, groups: _Groups | None = None):
             if groups
             else _reductions(basis.of_neg_square, basis.of_neg_square_derivative, basis.neg_square_scale, dtype)
         )
-        k = tuple(torch.compile(_own_code(f), dynamic=True, fullgraph=True) for f in fns)
+        k = tuple(torch.compile(modes.own_code(f), dynamic=True, fullgraph=True) for f in fns)
         # Compiled here for symbolic sizes (and without grad, as autograd calls them), so later calls of
         # any size but 0 and 1 reuse the code; a failure surfaces now, in forward, where the eager path
         # can still take over.
@@ -322,11 +315,16 @@ class OneOutput(torch.autograd.Function):
 def one_output(u: Tensor, basis, weight: Tensor) -> Tensor | None:
     """The compiled one-output spline (N, 1), or None where this machine cannot compile it."""
     grid, h = basis.tensors()
-    groups = None
-    if basis.exponential and grid.numel() <= GROUPED_CENTRES:
-        groups = _Groups.of(grid, h, basis.neg_square_scale)
+    groups = _groups(basis, grid, h)
     kernels = _kernels(basis, u.dtype, groups)
     return None if kernels is None else OneOutput.apply(u, grid, h, weight, kernels, groups, basis.fn)
+
+
+def _groups(basis, grid: Tensor, h: Tensor) -> _Groups | None:
+    """The groups of centres an exponential basis' kernels take (``_Groups``), None for the general ones."""
+    return (
+        _Groups.of(grid, h, basis.neg_square_scale) if basis.exponential and grid.numel() <= GROUPED_CENTRES else None
+    )
 
 
 # Inside a model the user compiles, the layer is otherwise the plain composition (fastkan.modes):
@@ -357,10 +355,11 @@ if OPERATORS:
     @torch.library.custom_op("fastkan::one_output", mutates_args=())
     def one_output_op(u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis: str) -> Tensor:
         """``one_output`` as an operator: u (N, in), weight (1, in * G) -> (N, 1)."""
+        named = _named(basis, grid, h)
         with torch.no_grad():
-            y = one_output(u, _named(basis, grid, h), weight)
+            y = one_output(u, named, weight)
             if y is None:  # no compiler here after all: the plain composition, as the layer would take
-                y = modes.plain_spline(u, grid, h, weight, _named(basis, grid, h).fn)
+                y = modes.plain_spline(u, grid, h, weight, named.fn)
         return y
 
     @one_output_op.register_fake
@@ -373,9 +372,7 @@ if OPERATORS:
     ) -> tuple[Tensor, Tensor]:
         """``OneOutput``'s backward as an operator: (grad_u, grad_w), each empty where not asked for."""
         named = _named(basis, grid, h)
-        groups = None
-        if named.exponential and grid.numel() <= GROUPED_CENTRES:
-            groups = _Groups.of(grid, h, named.neg_square_scale)
+        groups = _groups(named, grid, h)
         kernels = _kernels(named, u.dtype, groups)
         if kernels is None:  # they did not compile here after all: the eager one-output backward
             grad_u, grad_w = fused.one_output_backward(grad_out, u, grid, h, weight, named, (need_u, need_w))

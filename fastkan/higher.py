@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import types
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -32,9 +31,9 @@ from .bases import nth_derivative_of
 Nth = Callable[[Tensor, int], Tensor]
 
 # Each kernel is one TorchInductor loop on the CPU. A Poisson-2d step (the Laplacian's loss, then
-# its backward) on FastKAN([2, 64, 64, 1]) with 1024 points took 0.75x plain-fastkan's time with
-# them, 1.09x with the same Functions in eager torch operations, 1.25x where autograd took the
-# plain composition (docs/results/physics.md). FASTKAN_COMPILE=0 keeps them eager, as it does
+# its backward) on FastKAN([2, 64, 64, 1]) with 1024 points took 0.67x plain-fastkan's time with
+# them, 1.24x where autograd took the plain composition (python -m perf.pde_step, with and without
+# --no-higher; docs/design/paths.md). FASTKAN_COMPILE=0 keeps them eager, as it does
 # fastkan.compiled's kernels; so does COMPILED = False.
 COMPILED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
 # False: every second derivative differentiates the plain composition, as before these Functions
@@ -60,7 +59,7 @@ def _contracted(u: Tensor, m: Tensor, grid: Tensor, inv_h: Tensor, nth: Nth, k: 
 
 def _kernel(which, nth: Nth, k: int, dtype: torch.dtype):
     """``which`` (``_values`` or ``_contracted``) for this basis, order and dtype, compiled with its own
-    code object (Dynamo counts recompilations per code object) and tried once; None where that fails."""
+    code object (``modes.own_code``) and tried once; None where that fails."""
     key = (which, nth, k, dtype, torch.get_num_threads())
     if key not in _KERNELS:
         _LOG.log(
@@ -69,8 +68,7 @@ def _kernel(which, nth: Nth, k: int, dtype: torch.dtype):
             "FASTKAN_COMPILE=0 turns it off)",
             k,
         )
-        code = which.__code__.replace()
-        fn = types.FunctionType(code, which.__globals__, which.__name__, which.__defaults__, which.__closure__)
+        fn = modes.own_code(which)
         compiled = torch.compile(lambda *a: fn(*a, nth, k), dynamic=True, fullgraph=True)
         u, grid = torch.randn(3, 5, dtype=dtype), torch.linspace(-1, 1, 4, dtype=dtype)
         args = (u, torch.randn(3, 5, 4, dtype=dtype)) if which is _contracted else (u,)

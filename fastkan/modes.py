@@ -21,6 +21,7 @@ differentiable. See docs/design/paths.md.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 
 import torch
@@ -36,6 +37,14 @@ _transforms_active: Callable[[], bool] = getattr(torch._C, "_are_functorch_trans
 COMPILING = "torch.compile is tracing"
 
 
+def own_code(fn):
+    """A copy of ``fn`` with its own code object, for the kernels fastkan compiles itself: Dynamo keeps
+    compiled graphs, and its limit of recompilations, per code object, so that each basis, order,
+    dtype and thread count gets its own and many of them in one process do not push later ones back
+    to eager."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 def plain_reason(x: Tensor) -> str | None:
     """Why a call on ``x`` must take the plain composition in the current mode, or None."""
     if _transforms_active():
@@ -45,8 +54,9 @@ def plain_reason(x: Tensor) -> str | None:
     if is_compiling():
         # Inductor fuses the plain composition into a few loops with the rest of the model; our fast
         # paths, traced instead, are Python loops over blocks that it cannot fuse as well: compiled,
-        # they took 5.2x our eager time on seed-300k and 1.19x on kanbench-10m, the plain
-        # composition 2.5x and 0.89x (docs/results/modes.md).
+        # they took 5.18x our eager time on seed-300k and 1.19x on kanbench-10m, the plain
+        # composition 2.05x and 0.95x (docs/results/modes.md). fastkan.dispatch.operator keeps
+        # the one-output kernels as an operator inside the compiled model.
         return COMPILING
     device = x.device.type
     if device in ("cpu", "cuda") and _autocast(device):

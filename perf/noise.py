@@ -154,12 +154,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _tree(tmp: Path) -> Path:
-    """A copy of the tree as it is now: edits made while the runs go on change nothing."""
+def _tree(tree: Path) -> Path:
+    """A copy at ``tree`` of the tree as it is now: edits made while the runs go on change nothing."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
-    tree = tmp / "same"
     for f in files:
         (tree / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, tree / f)
@@ -177,7 +176,7 @@ def default_job(args) -> dict:
             paths = [Path(shutil.copy2(p, tmp / p.name)) for p in kept]
             args.reruns = len(paths) - 1
         else:
-            tree = _tree(tmp)
+            tree = _tree(tmp / "same")
             paths = [run_slice(tree, tmp / f"run{i}.json", DEFAULT_JOB) for i in range(args.reruns + 1)]
         slower = [plant_slowdown(p, PLANTED, PLANTED_FACTOR) for p in paths[1:]]
         if args.keep:
@@ -234,15 +233,7 @@ def main(argv=None) -> int:
     modes = {"plain": None, "normalised by mlp": "mlp"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # Every run uses a copy of the tree taken now: edits made while it runs change nothing.
-        files = subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout.split()
-        same_tree, slow_tree = tmp / "same", tmp / "slow"
-        for tree in (same_tree, slow_tree):
-            for f in files:
-                (tree / f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / f, tree / f)
+        same_tree, slow_tree = _tree(tmp / "same"), _tree(tmp / "slow")
         with open(slow_tree / "fastkan" / "layer.py", "a") as fh:
             fh.write(SLOWDOWN.format(slowdowns=SLOWDOWNS))
         base = run_slice(same_tree, tmp / "base.json")
