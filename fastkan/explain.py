@@ -84,7 +84,7 @@ def _nodes(out: Tensor, stop) -> list[str]:
     return names
 
 
-def _why(layer, x: Tensor, path: Path) -> str:
+def _why(layer, x: Tensor, path: Path, small_node: bool = True) -> str:
     if path.name != "plain":
         return path.where
     basis = layer._modules.get("basis")
@@ -98,47 +98,46 @@ def _why(layer, x: Tensor, path: Path) -> str:
         return "a trained grid or width"
     if layer._forward_hooks or layer._forward_pre_hooks:
         return "a replaced or hooked submodule"
+    if not small_node:
+        return "a small call whose input needs a gradient, which FastKAN keeps off the small node"
     return "the call is small and the basis has no registered derivative, or a submodule is replaced or hooked"
+
+
+def paths(model: nn.Module, x: Tensor) -> list[tuple[str, Path, str]]:
+    """(layer name, path, why) for each FastKANLayer of ``model`` (or ``model`` itself), in order.
+
+    Runs ``model`` once on ``x`` with gradients recorded (nothing is accumulated into ``.grad``).
+    ``x`` keeps its ``requires_grad``: a FastKAN whose input needs a gradient takes the plain
+    composition for its small calls (FastKAN.forward). Where nothing would need a gradient (a
+    frozen model, an input without one), ``x`` is made to need one so that the call leaves a graph.
+    """
+    from .layer import FastKAN, FastKANLayer, calls_recorded
+
+    layers = [(n or type(model).__name__, m) for n, m in model.named_modules() if isinstance(m, FastKANLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} holds no FastKANLayer")
+    if not (x.requires_grad or any(p.requires_grad for p in model.parameters())):
+        x = x.detach().requires_grad_(x.is_floating_point())
+    with torch.enable_grad(), calls_recorded() as seen:
+        out = model(x)
+    found = []
+    for name, layer in layers:
+        if layer in seen:
+            inp, y, small_node = seen[layer]
+            names = _nodes(y, {inp.grad_fn})
+        else:
+            # A FastKAN whose every layer took the small node ran them as one node, without the layers' calls.
+            inp, names, small_node = x, _nodes(out, set()), True
+            stack = next((n for n, m in model.named_modules() if isinstance(m, FastKAN) and layer in m.layers), "")
+        path = _BY_NODE.get(next((n for n in names if n in _BY_NODE), ""), PATHS[-1])
+        why = _why(layer, inp, path, small_node)
+        found.append((name, path, why if layer in seen else f"with every layer of {stack or 'the model'}: {why}"))
+    return found
 
 
 def explain(model: nn.Module, x: Tensor) -> list[str]:
     """One line per FastKAN layer of ``model`` (or ``model`` itself): '<name>: <path> (<module>): <why>'.
 
-    Runs ``model`` once on ``x`` with gradients recorded (nothing is accumulated into ``.grad``),
-    each layer called as a module: a FastKAN whose input needs a gradient takes the plain composition
-    for its small calls (FastKAN.forward), which a layer called on its own does not.
+    What a call of ``model`` on ``x`` takes, with gradients recorded (``paths``).
     """
-    from .layer import FastKAN, FastKANLayer
-
-    layers = [(n or type(model).__name__, m) for n, m in model.named_modules() if isinstance(m, FastKANLayer)]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} holds no FastKANLayer")
-    seen: dict[str, tuple[Tensor, Tensor]] = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, (inp[0], out)))
-        for name, m in layers
-    ]
-    try:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(x.is_floating_point())
-            out = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    lines = []
-    for name, layer in layers:
-        if name not in seen:
-            # A FastKAN whose every layer took the small node ran them as one node, without the layers' forward.
-            stack = next((n for n, m in model.named_modules() if isinstance(m, FastKAN) and layer in m.layers), "")
-            names = _nodes(out, set())
-            path = _BY_NODE.get(next((n for n in names if n in _BY_NODE), ""), PATHS[-1])
-            lines.append(
-                f"{name}: {path.name} ({path.module}), with every layer of {stack or 'the model'}: "
-                f"{_why(layer, x, path)}"
-            )
-            continue
-        inp, y = seen[name]
-        names = _nodes(y, {inp.grad_fn})
-        path = _BY_NODE.get(next((n for n in names if n in _BY_NODE), ""), PATHS[-1])
-        lines.append(f"{name}: {path.name} ({path.module}): {_why(layer, inp, path)}")
-    return lines
+    return [f"{name}: {path.name} ({path.module}): {why}" for name, path, why in paths(model, x)]

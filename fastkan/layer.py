@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -393,3 +394,27 @@ class FastKAN(nn.Module):
         if x.dim() == 2:  # a reshape to the same shape would still cost a view and its node
             return small.small_stack(x, specs)
         return small.small_stack(x.reshape(rows, x.shape[-1]), specs).reshape(*x.shape[:-1], width)
+
+
+@contextlib.contextmanager
+def calls_recorded() -> Iterator[dict[FastKANLayer, tuple[Tensor, Tensor, bool]]]:
+    """Within it, each FastKANLayer call stores (input, output, whether its small call may take
+    fastkan.small's node) in the dict yielded, by layer.
+
+    For ``fastkan.explain``: forward hooks would show what a call takes, but a hooked layer is
+    called as a module, which changes the path a FastKAN stack gives it (FastKAN.forward).
+    A layer inside fastkan.small's node for its whole stack is not called, and not stored.
+    """
+    seen: dict[FastKANLayer, tuple[Tensor, Tensor, bool]] = {}
+    plain = FastKANLayer._forward
+
+    def recording(self, x: Tensor, small_node: bool = True) -> Tensor:
+        y = plain(self, x, small_node)
+        seen[self] = (x, y, small_node)
+        return y
+
+    FastKANLayer._forward = recording
+    try:
+        yield seen
+    finally:
+        FastKANLayer._forward = plain

@@ -50,9 +50,10 @@ def pytest_addoption(parser):
     group.addoption("--perf-threads", default=1, type=int, help="torch CPU threads (default 1: steadiest timings)")
     group.addoption(
         "--perf-reference",
-        default=None,
+        default="mlp",
         metavar="MODEL",
-        help="also time MODEL's run of the same case before every round (e.g. mlp), for noise-proof ratios",
+        help="time MODEL's run of the same case before every round, for noise-proof ratios "
+        "(default mlp; none: no reference)",
     )
     group.addoption(
         "--perf-fit",
@@ -125,6 +126,8 @@ class Selection:
         self.modes = _choose(config, "perf_mode", MODES)
         self.passes = _choose(config, "perf_pass", PASSES, DEFAULT_PASSES)
         self.reference = config.getoption("perf_reference")
+        if self.reference == "none":
+            self.reference = None
         if self.reference is not None and self.reference not in models():
             raise pytest.UsageError(f"unknown --perf-reference value {self.reference}; valid: {', '.join(models())}")
         self.fit = config.getoption("perf_fit")

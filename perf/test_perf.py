@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from fastkan import FastKANLayer
+from fastkan.explain import paths as explain_paths
 from perf.matrix.cases import Setup
 from perf.matrix.configs import CONFIGS
 from perf.matrix.models import models
@@ -78,6 +80,11 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
         compile_seconds=setup.compile_seconds,
         **check_model(case.model),
     )
+    if case.mode == "eager" and any(isinstance(m, FastKANLayer) for m in setup.eager.modules()):
+        # Which path each layer takes, as the pass calls it: the same case of the same code must
+        # take the same one in every run (python -m perf.report repeatability checks it).
+        x = setup.x.detach().requires_grad_(case.pass_ == "grad2")
+        info.update(paths=[path.name for _, path, _ in explain_paths(setup.eager, x)])
     if spec.peer is not None:
         peer = PEERS[spec.peer]
         info.update(peer_version=peer.version(), compiles_itself=peer.compiles)
@@ -88,10 +95,10 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
     reference_times, probe_times = [], []
     if perf_reference and perf_reference != case.model and not models()[perf_reference].missing:
         # The reference runs just before every round of the case, so both see the
-        # same machine: their ratio cancels the slow drifts of a shared runner.
-        prepare = _timing_first(
-            prepare, reference_times, *Setup(dataclasses.replace(case, model=perf_reference)).pass_fns()
-        )
+        # same machine: their ratio cancels the slow drifts of a shared runner. It runs
+        # eager in every mode: a compiled reference would cost each case a compilation.
+        reference = Setup(dataclasses.replace(case, model=perf_reference, mode="eager"))
+        prepare = _timing_first(prepare, reference_times, *reference.pass_fns())
     prepare = _timing_first(prepare, probe_times, lambda: ((), {}), probe(setup.device))
 
     rounds = 1 if benchmark.disabled else _rounds(_timed(prepare, run), perf_seconds)

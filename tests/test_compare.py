@@ -343,3 +343,28 @@ def test_the_repeatability_report_sets_each_case_beside_the_mlp(tmp_path, capsys
     assert "our models' cases meeting the goal" in out and "0 of 2" in out
     assert main(["repeatability", paths[0]]) == 2
     assert "two runs or more" in capsys.readouterr().err
+
+
+def test_the_repeatability_report_judges_a_case_by_the_mlp_timed_beside_it(tmp_path, capsys):
+    # The machine ran 1.3x slower while our case ran in the second run: the MLP timed before each of
+    # its rounds moved with it, so the case meets the goal; its paths differ between the runs.
+    paths = []
+    for i, (shift, path) in enumerate(((1.0, "small node"), (1.3, "plain"))):
+        p = _rerun(tmp_path / f"{i:04d}_r.json", "c0ffee", shift, seed=10 * i)
+        data = json.loads(p.read_text())
+        for b in data["benchmarks"]:
+            if b["extra_info"]["model"] == "fastkan-gaussian":
+                b["extra_info"].update(
+                    reference_model="mlp",
+                    reference_median_s=1e-3 * shift,
+                    reference_ratio=2.0,
+                    paths=[path, "small node"],
+                )
+        p.write_text(json.dumps(data))
+        paths.append(str(p))
+    assert main(["repeatability", *paths]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("fastkan-gaussian ") and " forward " in ln)
+    assert " met " in line and "NOT met" not in line and " 1.30 " in line and " 1.00 " in line, line
+    assert "DIFFER: ('small node', 'small node') / ('plain', 'small node')" in line
+    assert "cases that took the same paths in every run: 0 of 2" in out

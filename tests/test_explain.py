@@ -60,6 +60,18 @@ def test_explain_says_why_a_mode_takes_the_plain_composition():
         fastkan.explain(torch.nn.Linear(3, 3), torch.randn(2, 3))
 
 
+def test_explain_reports_what_the_call_takes_for_an_input_that_needs_a_gradient():
+    from fastkan.layer import FastKANLayer as Layer
+
+    model, x = FastKAN([4, 16, 1]), torch.randn(32, 4)
+    plain = Layer._forward
+    assert all(" small node " in line for line in fastkan.explain(model, x))
+    lines = fastkan.explain(model, x.requires_grad_())
+    assert all("plain" in line and "input needs a gradient" in line for line in lines), lines
+    assert Layer._forward is plain  # explain leaves the layer as it found it
+    assert not any(m._forward_hooks for m in model.modules())
+
+
 def test_warmup_builds_without_touching_gradients(compiler, caplog):
     layer = FastKANLayer(300, 1)
     fastkan.warmup(layer, torch.randn(64, 300))

@@ -117,7 +117,7 @@ def claims(models: dict[str, dict[str, Record]], verbose: bool = False) -> tuple
                 )
             lines.append(f"{model} is {phrases[0]} and {phrases[1]} in {label}")
     lines.extend(totals(models, ref))
-    lines.extend(interleaved(models))
+    lines.extend(interleaved(models, None if verbose else set(chosen)))
     return note, lines
 
 
@@ -160,8 +160,11 @@ def explanations(models: dict[str, dict[str, Record]]) -> list[str]:
     return out
 
 
-def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
+def interleaved(models: dict[str, dict[str, Record]], shown: set[str] | None = None) -> list[str]:
     """Ratios timed round by round against a reference model (pytest perf --perf-reference=MODEL).
+
+    Ratios to the default reference, the MLP, only for the models in ``shown`` (None: every model);
+    those to a reference the user chose, for every model.
 
     With both passes timed against the same model, also their sum: the
     reference's time is estimated pass by pass as the model's median over the
@@ -173,7 +176,7 @@ def interleaved(models: dict[str, dict[str, Record]]) -> list[str]:
         per_pass = {}
         for p, rec in sorted(models[model].items()):
             other = rec.info.get("reference_model")
-            ratio = rec.ratio_to(other) if other else None
+            ratio = rec.ratio_to(other) if other and (shown is None or model in shown or other != "mlp") else None
             if ratio:
                 rounds = rec.info.get("reference_ratios") or []
                 per_pass[p] = (ratio, other, rec.median_s, rounds)

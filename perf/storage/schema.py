@@ -50,6 +50,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "compile_seconds",
         "peer_version",
         "compiles_itself",
+        # the evaluation path of each FastKAN layer in the pass (fastkan.explain), eager cases of our models
+        "paths",
         # memory, from an untimed pass (perf.measure.memory)
         "saved_bytes",
         "cpu_peak_bytes",
