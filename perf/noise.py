@@ -1,7 +1,7 @@
 """How quiet and how sensitive is the gate? Reruns of unchanged code, planted slowdowns, a planted memory growth.
 
     python -m perf.noise [--reruns 5] [--threshold 0.1] [--out noise.json] [--keep DIR]
-    python -m perf.noise --job default [--reruns 5] [--out noise-default.json]
+    python -m perf.noise --job default [--reruns 5] [--out noise-default.json] [--config tiny,mnist,batch-16]
 
 Times the gate's quick slice (``[perf] slice`` in tox.ini) once as the
 baseline and ``--reruns`` more times with the code unchanged; then as many
@@ -14,7 +14,8 @@ exact, so planting it in the file is the same as in the code).
 
 ``--job default`` times the default job's speed cases instead (``pytest perf``
 with its fit, accuracy and physics cases left out: they compare exact metrics)
-``--reruns + 1`` times, and plants a 1.2x slowdown of one ``mnist`` and one
+``--reruns + 1`` times (``--config``: other configurations than the default
+ones), and plants a 1.2x slowdown of one ``mnist`` and one
 ``tiny`` case in each rerun's JSON (every round, with its ratios to the probe
 and to the reference, 1.2x). Each rerun is compared with the first run twice:
 on its rounds alone, and with the other reruns as the history of unchanged
@@ -110,7 +111,7 @@ def plant_slowdown(path: Path, cases: tuple[str, ...], factor: float) -> Path:
             for key in ("median", "min", "max", "mean"):
                 if isinstance(stats.get(key), (int, float)):
                     stats[key] *= factor
-            for key in ("probe_ratios", "reference_ratios"):
+            for key in ("probe_ratios", "small_probe_ratios", "reference_ratios"):
                 if info.get(key):
                     info[key] = [r * factor for r in info[key]]
             if info.get("reference_ratio"):
@@ -151,6 +152,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="--job default: judge the runs kept in DIR by an earlier --keep (run0.json first) instead of timing",
     )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="--job default: comma-separated configurations to time (default: the default job's)",
+    )
     return p
 
 
@@ -167,6 +173,7 @@ def _tree(tree: Path) -> Path:
 
 def default_job(args) -> dict:
     """``--job default``: reruns of the default job's speed cases, judged with and without their history."""
+    selection = DEFAULT_JOB + ([f"--perf-config={args.config}"] if args.config else [])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.runs_from:
@@ -177,7 +184,7 @@ def default_job(args) -> dict:
             args.reruns = len(paths) - 1
         else:
             tree = _tree(tmp / "same")
-            paths = [run_slice(tree, tmp / f"run{i}.json", DEFAULT_JOB) for i in range(args.reruns + 1)]
+            paths = [run_slice(tree, tmp / f"run{i}.json", selection) for i in range(args.reruns + 1)]
         slower = [plant_slowdown(p, PLANTED, PLANTED_FACTOR) for p in paths[1:]]
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -190,7 +197,7 @@ def default_job(args) -> dict:
     base, reruns = same[0], same[1:]
     slow_runs = [dataclasses.replace(r, commit="noise", dirty=False) for r in slow_runs]
     others = [[r for j, r in enumerate(reruns) if j != i] for i in range(len(reruns))]
-    result = {"job": "default", "selection": DEFAULT_JOB, "threshold": args.threshold, "reruns": args.reruns}
+    result = {"job": "default", "selection": selection, "threshold": args.threshold, "reruns": args.reruns}
     result["planted"] = {"cases": list(PLANTED), "factor": PLANTED_FACTOR}
     result["cases"] = len(base.records)
     result["modes"] = {}

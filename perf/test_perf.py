@@ -14,8 +14,8 @@ from perf.matrix.models import models
 from perf.matrix.peers import PEERS
 from perf.measure.gradcheck import check_model
 from perf.measure.memory import measure
+from perf.measure.probe import SMALL_VERSION, probe, small_probe
 from perf.measure.probe import VERSION as PROBE_VERSION
-from perf.measure.probe import probe
 from perf.storage import schema
 
 
@@ -99,18 +99,23 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
         # eager in every mode: a compiled reference would cost each case a compilation.
         reference = Setup(dataclasses.replace(case, model=perf_reference, mode="eager"))
         prepare = _timing_first(prepare, reference_times, *reference.pass_fns())
+    small_times: list[float] = []
+    prepare = _timing_first(prepare, small_times, lambda: ((), {}), small_probe(setup.device))
     prepare = _timing_first(prepare, probe_times, lambda: ((), {}), probe(setup.device))
 
     rounds = 1 if benchmark.disabled else _rounds(_timed(prepare, run), perf_seconds)
     benchmark.pedantic(run, setup=prepare, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
     data = benchmark.stats.stats.data if benchmark.stats else []
     if data:
-        # Each timed round is preceded by its own probe (and reference) run: pair them up.
-        probes = probe_times[-len(data) :]
+        # Each timed round is preceded by its own probe runs (and reference run): pair them up.
+        probes, smalls = probe_times[-len(data) :], small_times[-len(data) :]
         info.update(
             probe_version=PROBE_VERSION,
             probe_median_s=statistics.median(probes),
             probe_ratios=[c / p for c, p in zip(data, probes)],
+            small_probe_version=SMALL_VERSION,
+            small_probe_median_s=statistics.median(smalls),
+            small_probe_ratios=[c / p for c, p in zip(data, smalls)],
         )
     if reference_times:
         paired = [c / r for c, r in zip(data, reference_times[-len(data) :]) if r > 0] if data else []

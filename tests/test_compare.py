@@ -17,9 +17,9 @@ def rounds(median_ms, n=40, spread=0.05, seed=0, factor=1.0):
     return list(median_ms * factor / 1e3 * np.exp(g.normal(0, spread, n)))
 
 
-def write(path, cases, machine=MACHINE, reference=None, probe=None):
+def write(path, cases, machine=MACHINE, reference=None, probe=None, small=None):
     """cases: model -> {pass: round times (s)}; reference: model -> {pass: per-round ratios};
-    probe: the machine probe's time per round (s), same for every case."""
+    probe, small: the machine probes' times per round (s), the same for every case."""
     benches = []
     for model, passes in cases.items():
         for p, data in passes.items():
@@ -34,6 +34,10 @@ def write(path, cases, machine=MACHINE, reference=None, probe=None):
                 )
             if probe is not None:
                 entry["extra_info"].update(probe_version=1, probe_ratios=[t / q for t, q in zip(data, probe)])
+            if small is not None:
+                entry["extra_info"].update(
+                    small_probe_version=1, small_probe_ratios=[t / q for t, q in zip(data, small)]
+                )
             benches.append(entry)
     path.write_text(
         json.dumps(
@@ -122,6 +126,32 @@ def test_a_machine_that_was_slower_is_not_a_regression(tmp_path, capsys):
     assert "over the machine probe" in line and "regressed (0)" in out
     # The same case 1.5x slower on an unchanged machine: the probe stays, the case moves.
     c = write(tmp_path / "c.json", field(100, slower=1.5, noise=0.02), probe=rounds(0.1, seed=9, spread=0.02))
+    assert main(["--compare", str(a), str(c), "--threshold", "0.1"]) == 3
+    assert "regressed (2):" in capsys.readouterr().out
+
+
+def test_small_calls_slowed_by_the_machine_are_not_a_regression(tmp_path, capsys):
+    # The machine slowed per-operation costs by 40% and arithmetic by 5%: the arithmetic probe alone
+    # would call the small case's +40% a regression; the small probe timed beside it moved with it.
+    probe = rounds(0.1, seed=7, spread=0.02)
+    a = write(tmp_path / "a.json", field(0, noise=0.02), probe=probe, small=rounds(0.05, seed=8, spread=0.02))
+    b = write(
+        tmp_path / "b.json",
+        field(100, slower=1.4, noise=0.02),
+        probe=[t * 1.05 for t in probe],
+        small=rounds(0.05, seed=9, spread=0.02, factor=1.4),
+    )
+    assert main(["--compare", str(a), str(b), "--threshold", "0.1", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("fastkan-gaussian/seed-300k/cpu/forward"))
+    assert "over the machine probe +3" in line and "over the small probe" in line and "regressed (0)" in out
+    # The same change with the small probe unmoved: the code's.
+    c = write(
+        tmp_path / "c.json",
+        field(100, slower=1.4, noise=0.02),
+        probe=[t * 1.05 for t in probe],
+        small=rounds(0.05, seed=10, spread=0.02),
+    )
     assert main(["--compare", str(a), str(c), "--threshold", "0.1"]) == 3
     assert "regressed (2):" in capsys.readouterr().out
 

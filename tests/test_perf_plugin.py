@@ -294,8 +294,7 @@ def test_reference_is_timed_inside_each_case(suite):
     result = suite.runpytest_subprocess(
         "--perf-config=tiny",
         "--perf-device=cpu",
-        "--perf-model=fastkan-gaussian,mlp",
-        "--perf-reference=mlp",
+        "--perf-model=fastkan-gaussian,mlp",  # --perf-reference: mlp by default
         "--perf-seconds=0.02",
         "--benchmark-json=new-folder/out.json",
     )
@@ -308,7 +307,7 @@ def test_reference_is_timed_inside_each_case(suite):
         info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
         assert info["reference_model"] == "mlp" and info["reference_median_s"] > 0
         assert "reference_model" not in benches[f"mlp/tiny/cpu/{p}"]
-    # Every case, the reference's own included, times the machine probe before each round.
+    # Every case, the reference's own included, times the machine probes before each round.
     for case, info in benches.items():
         data = next(
             b["stats"]["data"]
@@ -316,6 +315,14 @@ def test_reference_is_timed_inside_each_case(suite):
             if b["param"] == case
         )
         assert info["probe_version"] == 1 and info["probe_median_s"] > 0 and len(info["probe_ratios"]) == len(data)
+        assert info["small_probe_median_s"] > 0 and len(info["small_probe_ratios"]) == len(data)
+
+
+def test_no_reference_is_a_choice(suite):
+    from perf.plugin import Selection
+
+    assert Selection(suite.parseconfigure("--perf-reference=none"), check_cuda=False).reference is None
+    assert Selection(suite.parseconfigure(), check_cuda=False).reference == "mlp"
 
 
 def test_skip_summary_counts_each_reason_once():

@@ -3,7 +3,7 @@
 A time change counts only when its whole 95% interval (``perf.stats``,
 a bootstrap of the rounds) lies beyond the threshold: a change of +12%
 [-3%, +27%] is noise, +25% [+15%, +36%] at a 10% threshold a regression.
-A plain change must also hold over the machine probe (``perf.probe``,
+A plain change must also hold over the machine probes (``perf.measure.probe``,
 timed before every round): a case that is 30% slower because the whole
 machine was 30% slower that minute has not regressed.
 Exact measurements (memory, fit RMSE, the gradient check) compare as they are.
@@ -58,10 +58,11 @@ def _reference(run: Run, rec: Record, model: str) -> Record | None:
     )
 
 
-def _over_probe(a: Record, b: Record) -> tuple[float, float, float] | None:
-    """The change of the rounds divided by the machine probe timed before each; None without probe rounds."""
-    pa, pb = a.info.get("probe_ratios"), b.info.get("probe_ratios")
-    if pa and pb and a.info.get("probe_version") == b.info.get("probe_version"):
+def _over_probe(a: Record, b: Record, name: str = "probe") -> tuple[float, float, float] | None:
+    """The change of the rounds divided by the machine probe ``name`` (probe, small_probe) timed before
+    each; None without its rounds."""
+    pa, pb = a.info.get(f"{name}_ratios"), b.info.get(f"{name}_ratios")
+    if pa and pb and a.info.get(f"{name}_version") == b.info.get(f"{name}_version"):
         return change(pa, pb)
     return None
 
@@ -150,9 +151,12 @@ def _time_change_of(a_run, b_run, a: Record, b: Record, threshold: float, normal
                     # The spread between runs is of the time over the probe (``between_runs``): the probe
                     # takes out how fast the machine was; what is left is the case's own.
                     machine = (machine[0], *widen(*machine, sigma))
-                if _judge(*machine, threshold) != verdict:
+                small = _over_probe(a, b, "small_probe")
+                if any(_judge(*m, threshold) != verdict for m in (machine, small) if m is not None):
                     verdict = NOISE  # the machine moved with the case: no evidence about the code
                 note = f"over the machine probe {fmt_change(*machine)}"
+                if small is not None:
+                    note += f", over the small probe {fmt_change(*small)}"
                 return Change(a.id, "time", est, low, high, verdict, note), sigma is not None
             est = b.median_s / a.median_s - 1
     except TooFewRounds as e:

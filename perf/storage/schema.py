@@ -57,10 +57,13 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "cpu_peak_bytes",
         "peak_rss_delta",
         "cuda_peak_bytes",
-        # the machine probe before every round (perf.measure.probe)
+        # the machine probes before every round (perf.measure.probe)
         "probe_version",
         "probe_median_s",
         "probe_ratios",
+        "small_probe_version",
+        "small_probe_median_s",
+        "small_probe_ratios",
         # the reference model timed before every round (--perf-reference)
         "reference_model",
         "reference_median_s",
