@@ -84,7 +84,20 @@ FORCE = {
         (rows, "BLOCK_ELEMENTS"): 1,
         (rows, "BATCH_PER_COLUMN"): 0.0,
     },
+    # fastkan.local for every call of a compact basis, whatever its grid, with either product
+    "scattered": {
+        (local, "LOCAL_RATIO"): 0,
+        (local, "LOCAL_GRID"): 0,
+        **{(local, name): 1 << 30 for name in ("SPARSE_RATIO", "SPARSE_OUTPUTS", "SPARSE_ROWS")},
+    },
+    "sparse": {
+        (local, "LOCAL_RATIO"): 0,
+        (local, "LOCAL_GRID"): 0,
+        **{(local, name): 0 for name in ("SPARSE_RATIO", "SPARSE_OUTPUTS", "SPARSE_ROWS")},
+    },
 }
+#: Paths that only compact bases take: tests/test_local.py forces them, the layer-wide tests the others.
+COMPACT_ONLY = ("scattered", "sparse")
 
 
 @contextlib.contextmanager

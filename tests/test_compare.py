@@ -179,6 +179,19 @@ def test_normalised_comparison_uses_the_per_round_ratios(tmp_path, capsys):
     assert main(["--compare", str(a), str(b)]) == 0  # without normalising, the noise hides it
 
 
+def test_a_reference_that_moved_by_itself_is_not_a_regression(tmp_path, capsys):
+    # The MLP timed between the case's rounds ran 25% faster in run B, while the case and the run's
+    # own MLP case kept their times: the ratio moved, the code did not.
+    ref = {"fastkan-gaussian": {p: rounds(2000.0, seed=j, spread=0.02) for j, p in enumerate(("forward", "backward"))}}
+    moved = {"fastkan-gaussian": {p: [r * 1.25 for r in v] for p, v in ref["fastkan-gaussian"].items()}}
+    a = write(tmp_path / "a.json", field(0, noise=0.02), reference=ref)
+    b = write(tmp_path / "b.json", field(100, noise=0.02), reference=moved)
+    assert main(["--compare", str(a), str(b), "--normalize", "mlp", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("fastkan-gaussian/seed-300k/cpu/forward"))
+    assert "+25" in line and "over mlp's case" in line and "regressed (0)" in out
+
+
 def test_memory_and_gradients_compare_as_they_are(tmp_path, capsys):
     a = write(tmp_path / "a.json", field(0))
     data = json.loads(a.read_text())

@@ -4,18 +4,19 @@ import pytest
 import torch
 
 import fastkan.compiled as compiled
-import fastkan.fused as fused
 from fastkan import FastKANLayer
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
+from fastkan.dispatch import forcing
 
 SQUARE_BASES = sorted(OF_NEG_SQUARE_DERIVATIVES)
 
 
 @pytest.fixture(autouse=True)
-def fused_only(monkeypatch, request):
-    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # these shapes are small
+def fused_only(request):
     if "failed_compilation" not in request.node.name:
         request.getfixturevalue("compiler")
+    with forcing("compiled"):  # these shapes are small
+        yield
 
 
 def run(layer, x):

@@ -29,7 +29,8 @@ from fastkan.mlp import matched_hidden
 # the basis rebuilt in backward block by block (test_backward_rebuilds_a_basis_whole_... covers it
 # rebuilt whole), the basis kept for backward, the compiled one-output kernels (fastkan.compiled), the
 # small calls' node (fastkan.small: the whole layer as one autograd node) and row blocks (fastkan.rows).
-@pytest.fixture(autouse=True, params=list(dispatch.FORCE))
+# The compact bases' local path has its own tests (tests/test_local.py).
+@pytest.fixture(autouse=True, params=[p for p in dispatch.FORCE if p not in dispatch.COMPACT_ONLY])
 def fused_path(request):
     if request.param == "compiled":
         request.getfixturevalue("compiler")

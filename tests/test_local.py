@@ -1,7 +1,5 @@
 """fastkan.local: compact bases on large grids from the bumps near each input, against the plain composition."""
 
-from unittest import mock
-
 import pytest
 import torch
 from hypothesis import given
@@ -9,18 +7,16 @@ from hypothesis import strategies as st
 
 from fastkan import FastKANLayer, local
 from fastkan.bases import SUPPORTS, register
+from fastkan.dispatch import COMPACT_ONLY, forcing
 
 COMPACT = sorted(SUPPORTS)
 
 
-@pytest.fixture(params=["scattered", "sparse"])
-def always_local(request, monkeypatch):
+@pytest.fixture(params=COMPACT_ONLY)
+def always_local(request):
     """The local path for every call of a compact basis, whatever its size, with either product."""
-    monkeypatch.setattr(local, "LOCAL_RATIO", 0)
-    monkeypatch.setattr(local, "LOCAL_GRID", 0)
-    for name in ("SPARSE_RATIO", "SPARSE_OUTPUTS", "SPARSE_ROWS"):
-        monkeypatch.setattr(local, name, 0 if request.param == "sparse" else 1 << 30)
-    return "_SparseBackward" if request.param == "sparse" else "_ScatteredBackward"
+    with forcing(request.param):
+        yield "_SparseBackward" if request.param == "sparse" else "_ScatteredBackward"
 
 
 def inputs(n, in_dim, grid_min, grid_max, dtype=torch.float64):
@@ -78,7 +74,7 @@ def test_any_grid_and_width_matches_the_plain_composition(basis, width, g, spars
     )
     u = torch.empty(16, 3, dtype=torch.float64).uniform_(-3.0, 4.0, generator=torch.Generator().manual_seed(seed))
     u.requires_grad_()
-    with mock.patch.multiple(local, SPARSE_RATIO=0 if sparse else 1 << 30, SPARSE_OUTPUTS=0, SPARSE_ROWS=0):
+    with forcing("sparse" if sparse else "scattered"):
         y = local.local_spline(u, layer.basis, layer.spline_linear.weight)
     expected = plain(u, layer)
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)
@@ -159,12 +155,12 @@ def test_the_layer_takes_it_and_matches_the_reference(record_calls):
             torch.testing.assert_close(a.grad.double(), b.grad, rtol=0, atol=1e-5 * b.grad.abs().max().item())
 
 
-def test_the_scattered_product_keeps_only_the_inputs(monkeypatch):
-    monkeypatch.setattr(local, "SPARSE_RATIO", 1 << 30)
+def test_the_scattered_product_keeps_only_the_inputs():
     layer = FastKANLayer(8, 4, num_grids=32, basis="bspline")
     u = torch.randn(64, 8, requires_grad=True)
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+    hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t)
+    with forcing("scattered"), hooks:
         y = local.local_spline(u, layer.basis, layer.spline_linear.weight)
     assert type(y.grad_fn).__name__ == "_ScatteredBackward"
     assert set(saved) <= {u.data_ptr(), layer.spline_linear.weight.data_ptr()}
