@@ -58,7 +58,9 @@ def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None
 def operator(u: Tensor, basis, weight: Tensor) -> Tensor | None:
     """Inside the user's ``torch.compile``, where the layer is otherwise the plain composition: the
     operator that keeps our compiled one-output kernels in the model, or None where none applies."""
-    if modes.plain_reason(u) != modes.COMPILING or not compiled.operator_applies(u, basis, weight):
+    if not compiled.operator_applies(u, basis, weight) or modes.plain_reason(u) != modes.COMPILING:
+        return None
+    if modes.transforms_active():  # the operator has no rule for torch.func's transforms
         return None
     grid, h = basis.tensors()
     return compiled.one_output_op(u, grid, h, weight, basis.name)

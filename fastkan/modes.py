@@ -31,7 +31,7 @@ from torch import Tensor
 # graph at the clamp bound and the thread count (still correct).
 is_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", lambda: False)
 is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
-_transforms_active: Callable[[], bool] = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+transforms_active: Callable[[], bool] = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
 COMPILING = "torch.compile is tracing"
@@ -47,8 +47,8 @@ def own_code(fn):
 
 def plain_reason(x: Tensor) -> str | None:
     """Why a call on ``x`` must take the plain composition in the current mode, or None."""
-    if _transforms_active():
-        return "a torch.func transform (grad, vmap, jacrev) is active"
+    # Dynamo folds is_compiling and is_exporting while tracing; the transforms' check it would put
+    # into the compiled graph, to run at every call, so it comes after them.
     if is_exporting():
         return "torch.export is tracing"
     if is_compiling():
@@ -58,6 +58,8 @@ def plain_reason(x: Tensor) -> str | None:
         # composition 2.05x and 0.95x (docs/results/modes.md). fastkan.dispatch.operator keeps
         # the one-output kernels as an operator inside the compiled model.
         return COMPILING
+    if transforms_active():
+        return "a torch.func transform (grad, vmap, jacrev) is active"
     device = x.device.type
     if device in ("cpu", "cuda") and _autocast(device):
         return f"autocast on {device} is on"
