@@ -318,11 +318,17 @@ def test_reference_is_timed_inside_each_case(suite):
         assert info["small_probe_median_s"] > 0 and len(info["small_probe_ratios"]) == len(data)
 
 
-def test_no_reference_is_a_choice(suite):
+def test_no_reference_is_a_choice():
+    from types import SimpleNamespace
+
     from perf.plugin import Selection
 
-    assert Selection(suite.parseconfigure("--perf-reference=none"), check_cuda=False).reference is None
-    assert Selection(suite.parseconfigure(), check_cuda=False).reference == "mlp"
+    options = dict(perf_config=None, perf_device="cpu", perf_model=None, perf_dtype="float32")
+    options.update(perf_mode="eager", perf_pass=None, perf_fit="none", perf_accuracy="none", perf_physics="none")
+    options.update(perf_threads=1, perf_seconds=0.5)
+    for given, reference in (("mlp", "mlp"), ("none", None)):
+        config = SimpleNamespace(getoption={**options, "perf_reference": given}.__getitem__)
+        assert Selection(config, check_cuda=False).reference == reference
 
 
 def test_skip_summary_counts_each_reason_once():
