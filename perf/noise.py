@@ -16,7 +16,7 @@ exact, so planting it in the file is the same as in the code).
 with its fit, accuracy and physics cases left out: they compare exact metrics)
 ``--reruns + 1`` times (``--config``: other configurations than the default
 ones), and plants a 1.2x slowdown of one ``mnist`` and one
-``tiny`` case in each rerun's JSON (every round, with its ratios to the probe
+``tiny`` case in each rerun's JSON (every round, with its ratios to the probes
 and to the reference, 1.2x). Each rerun is compared with the first run twice:
 on its rounds alone, and with the other reruns as the history of unchanged
 code (``perf.stats.spread``), as a user's storage holds them.
