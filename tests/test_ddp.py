@@ -29,6 +29,9 @@ def _worker(rank: int, world: int, port: int, out: str):
         torch.nn.functional.mse_loss(model(x[part]), y[part]).backward()
         if rank == 0:
             torch.save({n: p.grad for n, p in model.module.named_parameters() if p.grad is not None}, out)
+        # Both ranks leave together: a rank that tore its group down while the other still used it
+        # aborted once in CI ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
