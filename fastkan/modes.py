@@ -47,10 +47,15 @@ def own_code(fn):
 
 def plain_reason(x: Tensor) -> str | None:
     """Why a call on ``x`` must take the plain composition in the current mode, or None."""
-    # Dynamo folds is_compiling and is_exporting while tracing; the transforms' check it would put
-    # into the compiled graph, to run at every call, so it comes after them.
+    # Dynamo folds is_compiling, is_exporting and the autocast state while tracing; the transforms'
+    # check it would put into the compiled graph, to run at every call, so it comes after them.
+    # Autocast comes before compiling: a compiled call under autocast must not take the operator
+    # (fastkan.dispatch.operator), which returns the input's dtype.
     if is_exporting():
         return "torch.export is tracing"
+    device = x.device.type
+    if device in ("cpu", "cuda") and _autocast(device):
+        return f"autocast on {device} is on"
     if is_compiling():
         # Inductor fuses the plain composition into a few loops with the rest of the model; our fast
         # paths, traced instead, are Python loops over blocks that it cannot fuse as well: compiled,
@@ -60,9 +65,6 @@ def plain_reason(x: Tensor) -> str | None:
         return COMPILING
     if transforms_active():
         return "a torch.func transform (grad, vmap, jacrev) is active"
-    device = x.device.type
-    if device in ("cpu", "cuda") and _autocast(device):
-        return f"autocast on {device} is on"
     return None
 
 

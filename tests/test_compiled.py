@@ -240,6 +240,23 @@ def test_inside_torch_compile_a_one_output_layer_keeps_the_kernels_as_an_operato
     torch.library.opcheck(compiled.one_output_op, (u, grid, h, layer.spline_linear.weight, "gaussian"))
 
 
+def test_under_autocast_a_compiled_one_output_layer_returns_what_eager_does(monkeypatch):
+    # Autocast takes the plain composition (fastkan.modes), whose products return the autocast dtype
+    # as nn.Linear's do: compiled, the layer must too, not the operator's float32.
+    torch._dynamo.reset()
+    torch.manual_seed(2)
+    layer = FastKANLayer(200, 1)
+    x = torch.randn(64, 200)
+    calls = []
+    real = compiled.one_output
+    monkeypatch.setattr(compiled, "one_output", lambda *a: calls.append(1) or real(*a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = torch.compile(layer, fullgraph=True)(x)
+        y_eager = layer(x)
+    assert not calls and y.dtype == y_eager.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y_eager.float(), rtol=2e-2, atol=2e-2)
+
+
 def test_the_operator_falls_back_where_its_kernels_do_not_compile(monkeypatch):
     torch._dynamo.reset()
     torch.manual_seed(1)
