@@ -106,10 +106,6 @@ def _time_change(
     """(the change, whether its over-probe interval took the between-run spread ``sigma`` already)."""
     if a.kind != "speed" or (normalize and a.model == normalize):
         return None, False
-    return _time_change_of(a_run, b_run, a, b, threshold, normalize, sigma)
-
-
-def _time_change_of(a_run, b_run, a: Record, b: Record, threshold: float, normalize: str | None, sigma):
     try:
         if normalize:
             if a.info.get("reference_model") == normalize == b.info.get("reference_model"):
@@ -206,7 +202,7 @@ def between_runs(history: list[Run], normalize: str | None = None) -> dict[str, 
     """Each case's between-run spread in ``history`` (saved runs), of its time or its time over ``normalize``'s."""
     if normalize:
         return spreads(history, lambda run, rec: _normalised(run, rec, normalize))
-    # Plain: of the time over the machine probe, where the runs timed one (see _time_change_of).
+    # Plain: of the time over the machine probe, where the runs timed one (see _time_change).
     return spreads(history, _over_probe_median)
 
 
