@@ -85,17 +85,31 @@ def _blocks(in_dim: int, step: int):
         yield start, min(in_dim, start + step)
 
 
-# Centres farther than this many widths from the grid's middle make the input gradient's
+# Centres farther than this many widths from their sums' reference make the input gradient's
 # v * S1 - S2 (see _backward_neg_square) cancel that many times over: in float32, on a grid of 64
-# centres over [-300, 300], up to 7e-4 grid spacings off the plain path's gradient. Such grids
-# take those sums in float64 (docs/design/paths.md).
+# centres over [-300, 300] summed about its middle (31.5 widths), up to 7e-4 grid spacings off the
+# plain path's gradient. A wider grid sums its centres in groups, each about its own middle
+# (``_Constants.refs``; docs/design/paths.md).
 WIDE_GRID = 16.0
+
+
+def _groups(c: list[float], reach: float) -> list[tuple[float, list[int]]]:
+    """(reference, indices) of the centres ``c``: one group about 0 where every centre lies within
+    ``reach`` of it, else bins of width 2 * reach, each about its own middle."""
+    if max(abs(x) for x in c) <= reach:
+        return [(0.0, list(range(len(c))))]
+    lo, bins = min(c), {}
+    for i, x in enumerate(c):
+        bins.setdefault(int((x - lo) // (2 * reach)), []).append(i)
+    return [(lo + (b + 0.5) * 2 * reach, idx) for b, idx in sorted(bins.items())]
 
 
 class _Constants:
     """What every block of one grid and width shares: ``inv_h``, the grid's middle ``centre``, the
     clamp bound ``far``, the centres relative to the middle ``c`` (G,), and ``rows`` (2, G): 1 and
-    -c, times -2 / h**2 (see ``_backward_neg_square``); float64 on a grid wider than ``WIDE_GRID``."""
+    -c, times -2 / h**2 (see ``_backward_neg_square``). On a grid wider than ``WIDE_GRID`` widths,
+    ``rows`` is (2B, G) for B groups of centres (B rows of 1, then B of -(c - ref)) and ``refs`` (B,)
+    their references relative to the middle; else ``refs`` is None."""
 
     def __init__(self, grid: Tensor, h: Tensor):
         if h.device.type != "cpu" or modes.is_compiling():
@@ -105,6 +119,7 @@ class _Constants:
             self.far = FAR * h
             self.c = grid - self.centre
             self.rows = torch.stack([torch.ones_like(self.c), -self.c]) * (-2.0 * self.inv_h * self.inv_h)
+            self.refs = None
             return
         # Python numbers where reading them is free: each tensor operation on these few values
         # cost a call some microseconds, and clamping to tensor bounds is several times slower.
@@ -114,21 +129,31 @@ class _Constants:
         self.far = FAR * h
         self.c = torch.tensor([x - self.centre for x in values], dtype=grid.dtype)
         k = -2.0 * self.inv_h * self.inv_h
-        wide = max(abs(x - self.centre) for x in values) * self.inv_h > WIDE_GRID
-        self.rows = torch.tensor(
-            [[k] * len(values), [(self.centre - x) * k for x in values]], dtype=torch.float64 if wide else grid.dtype
-        )
+        c = [x - self.centre for x in values]
+        groups = _groups(c, WIDE_GRID * h)
+        ones, offsets = [], []
+        for ref, members in groups:
+            inside = set(members)
+            ones.append([k if i in inside else 0.0 for i in range(len(c))])
+            offsets.append([-(x - ref) * k if i in inside else 0.0 for i, x in enumerate(c)])
+        self.rows = torch.tensor(ones + offsets, dtype=grid.dtype)
+        self.refs = None if len(groups) == 1 else torch.tensor([ref for ref, _ in groups], dtype=grid.dtype)
 
 
-def v_s1_minus_s2(rows: Tensor, q: Tensor, v: Tensor, sums, dim: int = 0, out: Tensor | None = None) -> Tensor:
-    """``S2' + v * S1'`` from ``sums(rows, q)``, which stacks (S1', S2') = rows @ q along ``dim``:
-    in float64 where ``rows`` is (a wide grid's), else in q's dtype; into ``out`` where given."""
-    if rows.dtype == q.dtype:
-        s = sums(rows, q)
+def v_s1_minus_s2(
+    rows: Tensor, q: Tensor, v: Tensor, sums, dim: int = 0, out: Tensor | None = None, refs: Tensor | None = None
+) -> Tensor:
+    """``S2' + v * S1'`` from ``sums(rows, q)``, which stacks (S1', S2') = rows @ q along ``dim``; with
+    ``refs`` (B,), B groups' (S1', S2') about their references, summed as ``S2' + (v - ref) * S1'``.
+    Into ``out`` where given."""
+    s = sums(rows, q)
+    if refs is None:
         return torch.addcmul(s.select(dim, 1), s.select(dim, 0), v, out=out)
-    s = sums(rows, q.double())
-    result = torch.addcmul(s.select(dim, 1), s.select(dim, 0), v.double())
-    return result.to(q.dtype) if out is None else out.copy_(result)
+    b = refs.numel()
+    shape = [1] * s.dim()
+    shape[dim] = b
+    v = v.unsqueeze(dim) - refs.view(shape)  # each group's distances stay small: no cancellation
+    return torch.sum(torch.addcmul(s.narrow(dim, b, b), s.narrow(dim, 0, b), v), dim, out=out)
 
 
 # Constants of the CPU grids and widths seen lately, by their values: a small call spent some
@@ -181,6 +206,7 @@ class _Distances:
         self.u, self.step, self.neg_square, self.layout = u, step, neg_square, layout
         k = constants(grid, h)
         self.inv_h, self.centre, self.far, self.c, self.rows = k.inv_h, k.centre, k.far, k.c, k.rows
+        self.refs = k.refs
         self.square_scale = -scale * self.inv_h * self.inv_h  # -d**2 comes scaled by the basis' scale
         self.n = u.shape[0]
         self.buf = None  # allocated by the first block(): a kept basis needs only values()
@@ -372,7 +398,8 @@ class _OneOutput(torch.autograd.Function):
                     sums,
                     q,
                     cols.values(a, b),
-                    lambda r, q: torch.mm(r, q.view(g, -1)).view(2, n, b - a),  # noqa: B023 (called at once)
+                    lambda r, q: torch.mm(r, q.view(g, -1)).view(-1, n, b - a),  # noqa: B023 (called at once)
+                    refs=cols.refs,
                 )
                 grad_u[:, a:b] *= go[:, None]
         return grad_u, None, None, grad_w, None, None
@@ -443,7 +470,7 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, la
         grad_w = torch.mm(grad_out.t(), kept.t()) if need_w else None
         if not need_u:
             return None, grad_w
-        return _input_gradient(kept, kept_v, weight, grad_out, basis, constants(grid, h).rows, feature), grad_w
+        return _input_gradient(kept, kept_v, weight, grad_out, basis, constants(grid, h), feature), grad_w
     n, in_dim = u.shape
     g = grid.numel()
     step = _step(n, in_dim, g, _whole_backward(u, g, weight, need_u, None))
@@ -457,14 +484,13 @@ def _backward_neg_square(u, grid, h, weight, grad_out, basis, need_u, need_w, la
         if grad_w is not None:
             grad_w.add(cols, phi)
         if need_u:
-            grad_u[:, a:b] = _input_gradient(phi, v, weight[:, cols], grad_out, basis, dist.rows, feature)
+            grad_u[:, a:b] = _input_gradient(phi, v, weight[:, cols], grad_out, basis, dist, feature)
     return grad_u, grad_w.result() if grad_w is not None else None
 
 
-def _input_gradient(
-    phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, basis, rows: Tensor, feature_major: bool
-) -> Tensor:
-    """dL/du (N, block) from the basis phi (block * G, N) of the centred inputs v (block, N).
+def _input_gradient(phi: Tensor, v: Tensor, weight: Tensor, grad_out: Tensor, basis, k, feature_major: bool) -> Tensor:
+    """dL/du (N, block) from the basis phi (block * G, N) of the centred inputs v (block, N); ``k``
+    holds the grid's ``rows`` and ``refs`` (``_Constants``).
 
     Each product runs on the basis' own memory layout: feature-major, a batched
     (2, G) @ (G, N) per input; input-major, one (2, G) @ (G, N * block).
@@ -472,7 +498,8 @@ def _input_gradient(
     m, n = v.shape
     if feature_major:
         q = torch.mm(weight.t(), grad_out.t()).mul_(basis.of_neg_square_derivative(phi))
-        return v_s1_minus_s2(rows, q, v, lambda r, q: torch.matmul(r, q.view(m, -1, n)), dim=1).t()  # (block, 2, N)
+        sums = v_s1_minus_s2(k.rows, q, v, lambda r, q: torch.matmul(r, q.view(m, -1, n)), dim=1, refs=k.refs)
+        return sums.t()  # from (block, 2, N) sums
     q = grad_out.new_empty(n, weight.shape[1])  # (N, block * G)
     phi_t = phi.t()
     # A whole basis' product runs in cache-sized column blocks, each scaled while it is in cache:
@@ -482,7 +509,8 @@ def _input_gradient(
         block = q[:, a : a + step]
         torch.mm(grad_out, weight[:, a : a + step], out=block)
         block.mul_(basis.of_neg_square_derivative(phi_t[:, a : a + step]))
-    sums = v_s1_minus_s2(rows, q, v.t().reshape(-1), lambda r, q: torch.mm(r, q.view(-1, r.shape[1]).t()))
+    flat = v.t().reshape(-1)
+    sums = v_s1_minus_s2(k.rows, q, flat, lambda r, q: torch.mm(r, q.view(-1, r.shape[1]).t()), refs=k.refs)
     return sums.view(n, m)  # from (2, N * block) sums
 
 

@@ -138,6 +138,7 @@ class _RowBlocks(torch.autograd.Function):
                     lambda r, q: torch.matmul(r, q.view(b - a, g, in_dim)),  # noqa: B023 (called at once)
                     dim=1,
                     out=grad_u[a:b],
+                    refs=blocks.k.refs,
                 )
         return grad_u, None, None, blocks.unpermute(grad_w) if need_w else None, None
 

@@ -143,7 +143,9 @@ def test_weight_gradient_without_an_input_gradient_matches_reference(basis, out)
 
 
 @pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "expit", "centred-expit"])
-@pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64)])
+# The last two grids reach past fastkan.fused.WIDE_GRID widths from their middle: their input gradient sums
+# its centres in groups (two, then five).
+@pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64), (-1000.0, 1000.0, 160)])
 @pytest.mark.parametrize("out", [3, 60, 1], ids=["feature-major", "input-major", "centre-major"])
 def test_square_shortcut_is_accurate_in_float32(basis, grid, out):
     # The fused path gets d**2 of these bases as one sum of large terms (one
