@@ -75,6 +75,13 @@ def pytest_addoption(parser):
     group.addoption(
         "--perf-seconds", default=0.5, type=float, help="time budget of each case's timed rounds (default 0.5 s)"
     )
+    group.addoption(
+        "--perf-windows",
+        default=4,
+        type=int,
+        help="time each eager case in this many windows spread over the run, so that its rounds see the "
+        "machine as the whole run does (default 4; 1: all in one; docs/suite.md)",
+    )
 
 
 def _choose(config, option: str, known, default=None) -> list[str]:
@@ -146,6 +153,10 @@ class Selection:
         self.models_given = config.getoption("perf_model") is not None
         self.threads = config.getoption("perf_threads")
         self.seconds = config.getoption("perf_seconds")
+        self.windows = config.getoption("perf_windows")
+        self.selected: set[str] | None = None  # the ids of the cases whose tests run (after -k and -m)
+        if self.windows < 1:
+            raise pytest.UsageError(f"--perf-windows must be at least 1, got {self.windows}")
         if self.threads < 1:
             raise pytest.UsageError(f"--perf-threads must be at least 1, got {self.threads}")
         if not self.seconds > 0:
@@ -166,6 +177,19 @@ class Selection:
                         for mode in self.modes:
                             out.extend(Case(model, config, device, p, dtype, mode) for p in self.passes)
         return out
+
+    def windowed_cases(self) -> list[Case]:
+        """The cases timed in windows spread over the run: eager ones that can run here. A compiled case
+        would pay its compilation in every window; it takes all its rounds at once."""
+        table = models()
+        return [
+            c
+            for c in self.cases()
+            if c.mode == "eager"
+            and not table[c.model].missing
+            and (c.device != "cuda" or torch.cuda.is_available())
+            and (self.selected is None or c.id in self.selected)
+        ]
 
     def fit_cases(self) -> list[FitCase]:
         """Fit quality is measured on the CPU, in float32 eager mode, for the models that have it."""
@@ -316,6 +340,10 @@ def pytest_generate_tests(metafunc):
             "perf_case",
             [_param(c, table[c.model].missing, c.device == "cuda") for c in selection.cases()],
         )
+    if "perf_window" in metafunc.fixturenames:
+        # Every window but the last, which each case's own test takes (perf/test_perf.py).
+        k = selection.windows
+        metafunc.parametrize("perf_window", range(k - 1), ids=[f"window-{i + 1}-of-{k}" for i in range(k - 1)])
     if "fit_case" in metafunc.fixturenames:
         metafunc.parametrize("fit_case", [_param(c, table[c.model].missing, False) for c in selection.fit_cases()])
     if "accuracy_case" in metafunc.fixturenames:
@@ -328,15 +356,23 @@ def pytest_generate_tests(metafunc):
         )
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
 def pytest_collection_modifyitems(config, items):
     # An empty slice of the matrix (say --perf-fit=none) is deselected, not a skip.
     selection = getattr(config, "_perf_selection", None)
     if selection is None:
         return
+    # Windows time only the cases whose own tests are still selected.
+    selection.selected = {
+        item.callspec.params["perf_case"].id
+        for item in items
+        if hasattr(item, "callspec") and "perf_case" in item.callspec.params
+    }
     empty = {
         name
         for name, cases in (
             ("perf_case", selection.cases()),
+            ("perf_window", selection.windowed_cases() if _timing(config) and selection.windows > 1 else []),
             ("fit_case", selection.fit_cases()),
             ("accuracy_case", selection.accuracy_cases()),
             ("physics_case", selection.physics_cases()),
@@ -377,6 +413,22 @@ def perf_physics(request) -> str:
 @pytest.fixture
 def perf_seconds(request) -> float:
     return request.config._perf_selection.seconds
+
+
+def _timing(config) -> bool:
+    """Whether this run times anything: not with --benchmark-disable or --benchmark-skip."""
+    option = config.option
+    return not (getattr(option, "benchmark_disable", False) or getattr(option, "benchmark_skip", False))
+
+
+@pytest.fixture
+def perf_windows(request) -> dict:
+    """The windows timed so far this run, by case id: each a dict of round times and what was timed before
+    each round (perf/test_perf.py); and how many windows a case is timed in."""
+    config = request.config
+    if not hasattr(config, "_perf_windows"):
+        config._perf_windows = {}
+    return config._perf_windows
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -36,11 +36,69 @@ def _timing_first(prepare, times: list, other_prepare, other_run):
     return both
 
 
-def _rounds(once: float, seconds: float) -> int:
-    return int(min(1000, max(5, seconds / max(once, 1e-9))))
+def _rounds(once: float, seconds: float, cap: int = 1000) -> int:
+    return int(min(cap, max(5, seconds / max(once, 1e-9))))
 
 
-def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
+class _Witnessed:
+    """A case's pass with what is timed before each of its rounds: the two machine probes and, unless
+    there is none, the reference model's run of the same case (``--perf-reference``)."""
+
+    def __init__(self, case, setup: Setup, reference: str | None):
+        prepare, self.run = setup.pass_fns()
+        self.probes, self.smalls, self.references = [], [], []
+        if reference and reference != case.model and not models()[reference].missing:
+            # The reference runs just before every round of the case, so both see the
+            # same machine: their ratio cancels the slow drifts of a shared runner. It runs
+            # eager in every mode: a compiled reference would cost each case a compilation.
+            ref = Setup(dataclasses.replace(case, model=reference, mode="eager"))
+            prepare = _timing_first(prepare, self.references, *ref.pass_fns())
+        prepare = _timing_first(prepare, self.smalls, lambda: ((), {}), small_probe(setup.device))
+        self.prepare = _timing_first(prepare, self.probes, lambda: ((), {}), probe(setup.device))
+
+    def last(self, n: int) -> dict:
+        """What was timed before the last ``n`` rounds."""
+        return {"probes": self.probes[-n:], "smalls": self.smalls[-n:], "references": self.references[-n:]}
+
+
+def test_perf_window(perf_window, perf_windows, perf_seconds, perf_reference, request):
+    """One window of every eager case's rounds, before the cases' own tests take their last one.
+
+    A shared machine runs faster or slower for seconds to minutes at a time; a case timed in one
+    stretch of half a second sees one of those states, and the next run of the same code another
+    (docs/results/repeatability.md). Each case is timed in ``--perf-windows`` windows, one per pass
+    over the matrix, so that its rounds see the machine as the whole run does.
+    """
+    selection = request.config._perf_selection
+    window = perf_seconds / selection.windows
+    for case in selection.windowed_cases():
+        try:
+            times = _window(case, window, 1000 // selection.windows, perf_reference)
+        except Exception:  # a model that cannot run this case: its own test says why
+            continue
+        if times is not None:
+            perf_windows.setdefault(case.id, []).append(times)
+
+
+def _window(case, seconds: float, cap: int, reference: str | None) -> dict | None:
+    """A window of ``case``'s rounds (their times, and what was timed before each), or None where
+    its calls are too slow for five rounds in ``seconds``: its test then takes all its rounds at once."""
+    timed = _Witnessed(case, Setup(case), reference)
+    args, kwargs = timed.prepare()
+    timed.run(*args, **kwargs)  # warm-up
+    once = _timed(timed.prepare, timed.run)
+    if once * 5 > seconds:
+        return None
+    times = []
+    for _ in range(_rounds(once, seconds, cap)):
+        args, kwargs = timed.prepare()
+        start = time.perf_counter()
+        timed.run(*args, **kwargs)
+        times.append(time.perf_counter() - start)
+    return {"times": times, **timed.last(len(times))}
+
+
+def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference, perf_windows, request):
     case = perf_case
     if case.mode == "compile":
         import torch
@@ -90,26 +148,25 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
         info.update(peer_version=peer.version(), compiles_itself=peer.compiles)
     # The untimed memory pass doubles as the first warm-up round.
     info.update(measure(setup))
-    prepare, run = setup.pass_fns()
+    timed = _Witnessed(case, setup, perf_reference)
+    windows = perf_windows.get(case.id, [])
+    count = request.config._perf_selection.windows
+    seconds = perf_seconds / count if windows else perf_seconds
+    cap = 1000 // count if windows else 1000
 
-    reference_times, probe_times = [], []
-    if perf_reference and perf_reference != case.model and not models()[perf_reference].missing:
-        # The reference runs just before every round of the case, so both see the
-        # same machine: their ratio cancels the slow drifts of a shared runner. It runs
-        # eager in every mode: a compiled reference would cost each case a compilation.
-        reference = Setup(dataclasses.replace(case, model=perf_reference, mode="eager"))
-        prepare = _timing_first(prepare, reference_times, *reference.pass_fns())
-    small_times: list[float] = []
-    prepare = _timing_first(prepare, small_times, lambda: ((), {}), small_probe(setup.device))
-    prepare = _timing_first(prepare, probe_times, lambda: ((), {}), probe(setup.device))
-
-    rounds = 1 if benchmark.disabled else _rounds(_timed(prepare, run), perf_seconds)
-    benchmark.pedantic(run, setup=prepare, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
+    rounds = 1 if benchmark.disabled else _rounds(_timed(timed.prepare, timed.run), seconds, cap)
+    benchmark.pedantic(timed.run, setup=timed.prepare, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
     data = benchmark.stats.stats.data if benchmark.stats else []
     if data:
-        # Each timed round is preceded by its own probe runs (and reference run): pair them up.
-        probes, smalls = probe_times[-len(data) :], small_times[-len(data) :]
+        # Each timed round is preceded by its own probe runs (and reference run): pair them up,
+        # then add the case's earlier windows (test_perf_window).
+        rounds_of = [{"times": list(data), **timed.last(len(data))}, *windows]
+        data[:] = [t for w in rounds_of for t in w["times"]]
+        _forget_statistics(benchmark.stats.stats)
+        probes = [p for w in rounds_of for p in w["probes"]]
+        smalls = [p for w in rounds_of for p in w["smalls"]]
         info.update(
+            windows=len(rounds_of),
             probe_version=PROBE_VERSION,
             probe_median_s=statistics.median(probes),
             probe_ratios=[c / p for c, p in zip(data, probes)],
@@ -117,12 +174,27 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference):
             small_probe_median_s=statistics.median(smalls),
             small_probe_ratios=[c / p for c, p in zip(data, smalls)],
         )
-    if reference_times:
-        paired = [c / r for c, r in zip(data, reference_times[-len(data) :]) if r > 0] if data else []
+        references = [r for w in rounds_of for r in w["references"]]
+        if references:
+            paired = [c / r for c, r in zip(data, references) if r > 0]
+            info.update(
+                reference_model=perf_reference,
+                reference_median_s=statistics.median(references),
+                reference_ratio=statistics.median(paired) if paired else None,
+                reference_ratios=paired,  # every round's ratio: the comparisons bootstrap them
+            )
+    elif timed.references:
         info.update(
             reference_model=perf_reference,
-            reference_median_s=statistics.median(reference_times[-len(data) :] if data else reference_times),
-            reference_ratio=statistics.median(paired) if paired else None,
-            reference_ratios=paired,  # every round's ratio: the comparisons bootstrap them
+            reference_median_s=statistics.median(timed.references),
+            reference_ratio=None,
+            reference_ratios=[],
         )
     benchmark.extra_info.update(schema.record("speed", **info))
+
+
+def _forget_statistics(stats) -> None:
+    """Drop what pytest-benchmark's Stats computed from its rounds (cached properties) after they changed."""
+    for name in list(vars(stats)):
+        if name != "data":
+            delattr(stats, name)

@@ -2,6 +2,7 @@
 
 import json
 import platform
+import statistics
 import sys
 
 import pytest
@@ -219,6 +220,7 @@ def test_no_regression_exit_code_0(suite, monkeypatch):
         ("--perf-model=fastkan-nope", "unknown --perf-model value fastkan-nope; valid: fastkan-gaussian"),
         ("--perf-dtype=float8", "unknown --perf-dtype value float8; valid: float32, bfloat16, float16"),
         ("--perf-threads=0", "--perf-threads must be at least 1, got 0"),
+        ("--perf-windows=0", "--perf-windows must be at least 1, got 0"),
         ("--perf-reference=nope", "unknown --perf-reference value nope; valid: fastkan-gaussian"),
         ("--perf-fit=huge", "unknown --perf-fit value huge; valid: smoke, quick, full, none"),
     ],
@@ -318,6 +320,33 @@ def test_reference_is_timed_inside_each_case(suite):
         assert info["small_probe_median_s"] > 0 and len(info["small_probe_ratios"]) == len(data)
 
 
+@pytest.mark.parametrize("windows", [3, 1])
+def test_each_case_is_timed_in_windows_spread_over_the_run(pytester, windows):
+    pytester.makeconftest("from perf.plugin import *  # noqa")
+    pytester.makepyfile(test_bench="from perf.test_perf import test_perf_window, test_perf  # noqa")
+    options = ["--perf-config=tiny", "--perf-device=cpu", "--perf-model=mlp,mlp-tanh", "--perf-pass=forward"]
+    result = pytester.runpytest_subprocess(
+        *options, "--perf-seconds=0.03", f"--perf-windows={windows}", "--benchmark-json=out.json", "-v"
+    )
+    assert result.ret == 0
+    # Every window but the last is one pass over the cases, before their own tests take the last.
+    ran = [line.split("::")[1].split(" ")[0] for line in result.outlines if line.startswith("test_bench.py::")]
+    windows_ran = [f"test_perf_window[window-{i}-of-{windows}]" for i in range(1, windows)]
+    assert ran == [*windows_ran, "test_perf[mlp/tiny/cpu/forward]", "test_perf[mlp-tanh/tiny/cpu/forward]"]
+    for bench in json.loads((pytester.path / "out.json").read_text())["benchmarks"]:
+        info, data = bench["extra_info"], bench["stats"]["data"]
+        assert info["windows"] == windows
+        # The rounds of every window, each paired with the probes and the reference timed before it.
+        assert len(data) == bench["stats"]["rounds"]
+        assert bench["stats"]["median"] == pytest.approx(statistics.median(data))
+        assert len(info["probe_ratios"]) == len(info["small_probe_ratios"]) == len(data)
+        if bench["param"].startswith("mlp-tanh"):
+            assert len(info["reference_ratios"]) == len(data)
+    # -k leaves the windows out with the cases: the case then takes all its rounds at once.
+    result = pytester.runpytest_subprocess(*options, "--perf-seconds=0.03", "-k", "mlp-tanh", "--collect-only", "-q")
+    assert [line for line in result.outlines if "::" in line] == ["test_bench.py::test_perf[mlp-tanh/tiny/cpu/forward]"]
+
+
 def test_no_reference_is_a_choice():
     from types import SimpleNamespace
 
@@ -325,7 +354,7 @@ def test_no_reference_is_a_choice():
 
     options = dict(perf_config=None, perf_device="cpu", perf_model=None, perf_dtype="float32")
     options.update(perf_mode="eager", perf_pass=None, perf_fit="none", perf_accuracy="none", perf_physics="none")
-    options.update(perf_threads=1, perf_seconds=0.5)
+    options.update(perf_threads=1, perf_seconds=0.5, perf_windows=4)
     for given, reference in (("mlp", "mlp"), ("none", None)):
         config = SimpleNamespace(getoption={**options, "perf_reference": given}.__getitem__)
         assert Selection(config, check_cuda=False).reference == reference

@@ -57,6 +57,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "cpu_peak_bytes",
         "peak_rss_delta",
         "cuda_peak_bytes",
+        # in how many windows spread over the run the rounds were timed (--perf-windows)
+        "windows",
         # the machine probes before every round (perf.measure.probe)
         "probe_version",
         "probe_median_s",
