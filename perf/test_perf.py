@@ -159,14 +159,15 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference, 
     data = benchmark.stats.stats.data if benchmark.stats else []
     if data:
         # Each timed round is preceded by its own probe runs (and reference run): pair them up,
-        # then add the case's earlier windows (test_perf_window).
-        rounds_of = [{"times": list(data), **timed.last(len(data))}, *windows]
+        # after the case's earlier windows (test_perf_window), in the order they ran.
+        rounds_of = [*windows, {"times": list(data), **timed.last(len(data))}]
         data[:] = [t for w in rounds_of for t in w["times"]]
         _forget_statistics(benchmark.stats.stats)
         probes = [p for w in rounds_of for p in w["probes"]]
         smalls = [p for w in rounds_of for p in w["smalls"]]
         info.update(
             windows=len(rounds_of),
+            window_rounds=[len(w["times"]) for w in rounds_of],
             probe_version=PROBE_VERSION,
             probe_median_s=statistics.median(probes),
             probe_ratios=[c / p for c, p in zip(data, probes)],

@@ -335,7 +335,8 @@ def test_each_case_is_timed_in_windows_spread_over_the_run(pytester, windows):
     assert ran == [*windows_ran, "test_perf[mlp/tiny/cpu/forward]", "test_perf[mlp-tanh/tiny/cpu/forward]"]
     for bench in json.loads((pytester.path / "out.json").read_text())["benchmarks"]:
         info, data = bench["extra_info"], bench["stats"]["data"]
-        assert info["windows"] == windows
+        assert info["windows"] == windows and len(info["window_rounds"]) == windows
+        assert sum(info["window_rounds"]) == len(data)
         # The rounds of every window, each paired with the probes and the reference timed before it.
         assert len(data) == bench["stats"]["rounds"]
         assert bench["stats"]["median"] == pytest.approx(statistics.median(data))

@@ -57,8 +57,10 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "cpu_peak_bytes",
         "peak_rss_delta",
         "cuda_peak_bytes",
-        # in how many windows spread over the run the rounds were timed (--perf-windows)
+        # in how many windows spread over the run the rounds were timed (--perf-windows), and the
+        # rounds of each, in the order they ran (the rounds' data follows it)
         "windows",
+        "window_rounds",
         # the machine probes before every round (perf.measure.probe)
         "probe_version",
         "probe_median_s",
