@@ -320,7 +320,7 @@ def test_reference_is_timed_inside_each_case(suite):
         assert info["small_probe_median_s"] > 0 and len(info["small_probe_ratios"]) == len(data)
 
 
-@pytest.mark.parametrize("windows", [3, 1])
+@pytest.mark.parametrize("windows", [3, pytest.param(1, marks=pytest.mark.exhaustive)])
 def test_each_case_is_timed_in_windows_spread_over_the_run(pytester, windows):
     pytester.makeconftest("from perf.plugin import *  # noqa")
     pytester.makepyfile(test_bench="from perf.test_perf import test_perf_window, test_perf  # noqa")
