@@ -423,8 +423,8 @@ def _timing(config) -> bool:
 
 @pytest.fixture
 def perf_windows(request) -> dict:
-    """The windows timed so far this run, by case id: each a dict of round times and what was timed before
-    each round (perf/test_perf.py); and how many windows a case is timed in."""
+    """The windows timed so far this run, by case id: a list per case of dicts holding each window's round
+    times and what was timed before each round (perf/test_perf.py)."""
     config = request.config
     if not hasattr(config, "_perf_windows"):
         config._perf_windows = {}
