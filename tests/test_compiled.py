@@ -78,7 +78,7 @@ def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, b
 @pytest.mark.parametrize(
     "basis, options",
     [exhaustive(b, dict(num_grids=8), keep=b == "expit") for b in SQUARE_BASES]
-    + [("gaussian", dict(num_grids=15, denominator=0.1))],
+    + [exhaustive("gaussian", dict(num_grids=15, denominator=0.1))],
 )
 def test_compiled_one_output_gradcheck(record_calls, basis, options):
     torch.manual_seed(0)
@@ -167,7 +167,7 @@ GROUPED = [
     (dict(num_grids=8), torch.float32),
     exhaustive(dict(num_grids=8), torch.float64),
     exhaustive(dict(num_grids=15, denominator=0.1), torch.float32),
-    (dict(num_grids=15, denominator=0.1), torch.float64),
+    exhaustive(dict(num_grids=15, denominator=0.1), torch.float64),
     exhaustive(dict(num_grids=6, grid_min=10.0, grid_max=12.0), torch.float32),
 ]
 
@@ -271,3 +271,27 @@ def test_the_operator_falls_back_where_its_kernels_do_not_compile(monkeypatch):
     torch.testing.assert_close(y, y_plain, rtol=1e-4, atol=1e-5)
     for a, b in zip(grads, torch.autograd.grad(y_plain.pow(2).sum(), [x, layer.spline_linear.weight])):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("out", [3, 30, 1], ids=["feature-major", "input-major", "one-output"])
+def test_a_compiled_layer_takes_the_plain_composition_whole(out, monkeypatch, compiler):
+    # --perf-mode=compile times compiled models: under torch.compile the layer takes the plain
+    # composition (fastkan.modes.plain_reason), which must trace whole (fullgraph) and agree with
+    # eager in values and gradients. No fast path is traced: each raises if it is. (Here, not in
+    # tests/test_layer.py: the path forced there changes nothing inside torch.compile, and each
+    # compilation costs seconds.)
+    import fastkan.dispatch as dispatch
+
+    torch._dynamo.reset()  # each case compiles the layer's forward anew: dynamo allows 8 per code object
+    monkeypatch.setattr(dispatch, "spline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("traced")))
+    torch.manual_seed(0)
+    layer = FastKANLayer(5, out, num_grids=4)
+    x = torch.randn(7, 5)
+    compiled = torch.compile(layer, fullgraph=True)
+    y = compiled(x)
+    (g,) = torch.autograd.grad(y.sum(), layer.spline_linear.weight)
+    monkeypatch.undo()
+    y_eager = layer(x)
+    (g_eager,) = torch.autograd.grad(y_eager.sum(), layer.spline_linear.weight)
+    torch.testing.assert_close(y, y_eager)
+    torch.testing.assert_close(g, g_eager)

@@ -383,28 +383,6 @@ def test_bad_model_sizes():
         BSplineKAN([2, 2], grid_range=(1.0, -1.0))
 
 
-@pytest.mark.parametrize("out", [3, 30, 1], ids=["feature-major", "input-major", "one-output"])
-def test_a_compiled_layer_takes_the_plain_composition_whole(out, monkeypatch):
-    # --perf-mode=compile times compiled models: under torch.compile the layer takes the plain
-    # composition (fastkan.modes.plain_reason), which must trace whole (fullgraph) and agree with
-    # eager in values and gradients. No fast path is traced: each raises if it is.
-    import fastkan.dispatch as dispatch
-
-    torch._dynamo.reset()  # each case compiles the layer's forward anew: dynamo allows 8 per code object
-    monkeypatch.setattr(dispatch, "spline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("traced")))
-    torch.manual_seed(0)
-    layer = FastKANLayer(5, out, num_grids=4)
-    x = torch.randn(7, 5)
-    compiled = torch.compile(layer, fullgraph=True)
-    y = compiled(x)
-    (g,) = torch.autograd.grad(y.sum(), layer.spline_linear.weight)
-    monkeypatch.undo()
-    y_eager = layer(x)
-    (g_eager,) = torch.autograd.grad(y_eager.sum(), layer.spline_linear.weight)
-    torch.testing.assert_close(y, y_eager)
-    torch.testing.assert_close(g, g_eager)
-
-
 def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, record_calls):
     import fastkan.fused as fused
     import fastkan.small as small
