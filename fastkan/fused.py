@@ -127,9 +127,9 @@ class _Constants:
         self.inv_h = 1.0 / h
         self.centre = sum(values) / len(values)
         self.far = FAR * h
-        self.c = torch.tensor([x - self.centre for x in values], dtype=grid.dtype)
-        k = -2.0 * self.inv_h * self.inv_h
         c = [x - self.centre for x in values]
+        self.c = torch.tensor(c, dtype=grid.dtype)
+        k = -2.0 * self.inv_h * self.inv_h
         groups = _groups(c, WIDE_GRID * h)
         ones, offsets = [], []
         for ref, members in groups:

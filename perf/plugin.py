@@ -307,6 +307,7 @@ def pytest_configure(config):
     selection = config._perf_selection = Selection(config)
     torch.set_num_threads(selection.threads)
     config._perf_malloc = pin_malloc()
+    config._perf_windows = {}  # filled by perf/test_perf.py's windows, read by each case's test
     # Before pytest-benchmark opens its storage: one folder per device kind,
     # so CPU histories and those of each GPU kind never mix.
     report = getattr(config.option, "benchmark_json", None)
@@ -425,10 +426,7 @@ def _timing(config) -> bool:
 def perf_windows(request) -> dict:
     """The windows timed so far this run, by case id: a list per case of dicts holding each window's round
     times and what was timed before each round (perf/test_perf.py)."""
-    config = request.config
-    if not hasattr(config, "_perf_windows"):
-        config._perf_windows = {}
-    return config._perf_windows
+    return request.config._perf_windows
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
