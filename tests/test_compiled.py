@@ -31,12 +31,11 @@ def run(layer, x):
 # 5 to 10 s each from an empty cache): they run for the grouped kernels (the Gaussian) and the general
 # ones (expit) in float32; every basis and dtype runs a general size.
 SIZES_OF_1 = [(b, torch.float32, s) for b in ("gaussian", "expit") for s in [(1, 5), (2, 1)]]
-# The default run compiles one layout of each kernel kind (grouped: the Gaussian; general: expit);
-# every other basis and dtype compiles its own kernels, 3 to 8 s each from an empty cache, and runs
-# in the exhaustive step (pytest -m exhaustive; .ci/run runs it).
+# The default run compiles one layout of each kernel kind (grouped: the Gaussian; general: expit) and
+# one batch of 1; every other basis, dtype and size of 1 compiles its own kernels, 3 to 10 s each
+# from an empty cache, and runs in the exhaustive step (pytest -m exhaustive; .ci/run runs it).
 DEFAULT = {
     ("gaussian", torch.float32, (1, 5)),
-    ("expit", torch.float32, (2, 1)),
     ("gaussian", torch.float32, (37, 300)),
     ("expit", torch.float64, (37, 300)),
 }
@@ -120,8 +119,9 @@ def test_a_failed_compilation_warns_once_and_takes_the_eager_path(monkeypatch):
 
 
 def test_compiled_backward_is_twice_differentiable(record_calls):
-    # create_graph=True: backward differentiates the plain composition (fastkan.modes).
-    layer = FastKANLayer(4, 1, use_layernorm=False, dtype=torch.float64)
+    # create_graph=True: backward differentiates the plain composition (fastkan.modes). Five centres:
+    # the float64 kernels of the frozen-grid gradchecks (tests/test_layer.py) and tests/test_higher.py.
+    layer = FastKANLayer(4, 1, num_grids=5, use_layernorm=False, dtype=torch.float64)
     calls = record_calls(compiled.OneOutput, "apply")
     w = layer.spline_linear.weight
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
@@ -285,7 +285,7 @@ def test_a_compiled_layer_takes_the_plain_composition_whole(out, monkeypatch, co
     torch._dynamo.reset()  # each case compiles the layer's forward anew: dynamo allows 8 per code object
     monkeypatch.setattr(dispatch, "spline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("traced")))
     torch.manual_seed(0)
-    layer = FastKANLayer(5, out, num_grids=4)
+    layer = FastKANLayer(5, out)  # the default 8 centres: the kernels the tests above built
     x = torch.randn(7, 5)
     compiled = torch.compile(layer, fullgraph=True)
     y = compiled(x)

@@ -90,6 +90,7 @@ def test_a_laplacian_loss_through_every_path_matches_the_plain_layer(path, out, 
     monkeypatch.setattr(higher, "derivative", lambda *a: calls.append(a) or original(*a))
     torch.manual_seed(1)
     # The layers as a user stacks them: FastKAN itself keeps small calls off the small node here (below).
+    # Five centres, as in tests/test_compiled.py: each grid layout compiles its own kernels (seconds).
     model = torch.nn.Sequential(
         *FastKAN([2, 4, out], num_grids=5, dtype=torch.float64, input_domain=(-1.0, 1.0)).layers
     )

@@ -115,33 +115,50 @@ def test_disabled_run_of_tiny_passes(suite, compiling):
     result.assert_outcomes(passed=n, skipped=(len(chosen) - n // len(PASSES)) * len(PASSES))
 
 
-_BASELINE: dict = {}  # relative path -> text of the one autosaved run, shared by the tests below
+_RUNS: dict = {}  # options -> (exit code, stdout, {relative path: text}) of a run that several tests read
+
+
+def _run_once(suite, *options) -> tuple[int, str]:
+    """The exit code and output of one subprocess run of the suite with these options, and its JSON
+    files in this test's folder. The run happens once (a subprocess costs seconds); later tests get
+    a copy of its files."""
+    if options not in _RUNS:
+        result = suite.runpytest_subprocess(*options)
+        files = {p.relative_to(suite.path): p.read_text() for p in suite.path.rglob("*.json")}
+        _RUNS[options] = (result.ret, result.stdout.str(), files)
+    ret, out, files = _RUNS[options]
+    for rel, text in files.items():
+        (suite.path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (suite.path / rel).write_text(text)
+    return ret, out
 
 
 def _autosaved(suite, monkeypatch) -> list:
-    """The JSON of one autosaved run of three models on tiny, in this test's folder.
+    """The JSON of one autosaved run of three models on tiny, in this test's folder."""
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # read by PyTorch at most once per process: harmless here
+    monkeypatch.delenv("FASTKAN_COMPILE", raising=False)
+    ret, _ = _run_once(
+        suite,
+        "--perf-config=tiny",
+        "--perf-device=cpu",
+        "--perf-model=fastkan-gaussian,mlp,bspline",
+        "--perf-seconds=0.01",
+        "--perf-threads=1",
+        "--benchmark-autosave",
+    )
+    assert ret == 0
+    return sorted((suite.path / ".benchmarks").glob("*/*/*.json"))
 
-    The run happens once (a subprocess costs several seconds); later tests get a copy of its files.
-    """
-    if not _BASELINE:
-        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # read by PyTorch at most once per process: harmless here
-        monkeypatch.delenv("FASTKAN_COMPILE", raising=False)
-        result = suite.runpytest_subprocess(
-            "--perf-config=tiny",
-            "--perf-device=cpu",
-            "--perf-model=fastkan-gaussian,mlp,bspline",
-            "--perf-seconds=0.01",
-            "--perf-threads=1",
-            "--benchmark-autosave",
-        )
-        assert result.ret == 0
-        _BASELINE.update(
-            {p.relative_to(suite.path): p.read_text() for p in (suite.path / ".benchmarks").glob("*/*/*.json")}
-        )
-    for rel, text in _BASELINE.items():
-        (suite.path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (suite.path / rel).write_text(text)
-    return sorted(suite.path / rel for rel in _BASELINE)
+
+# Every default pass and grad2, of our layer and the MLP: what the reference and grad2 tests read.
+EVERY_PASS = (
+    "--perf-config=tiny",
+    "--perf-device=cpu",
+    "--perf-model=fastkan-gaussian,mlp",  # --perf-reference: mlp by default
+    f"--perf-pass={','.join(PASSES)},grad2",
+    "--perf-seconds=0.02",
+    "--benchmark-json=new-folder/run.json",
+)
 
 
 def test_autosaved_json_holds_every_field(suite, monkeypatch):
@@ -293,17 +310,11 @@ def test_a_run_of_every_kind_of_case_feeds_every_report(suite, capsys):
 
 
 def test_reference_is_timed_inside_each_case(suite):
-    result = suite.runpytest_subprocess(
-        "--perf-config=tiny",
-        "--perf-device=cpu",
-        "--perf-model=fastkan-gaussian,mlp",  # --perf-reference: mlp by default
-        "--perf-seconds=0.02",
-        "--benchmark-json=new-folder/out.json",
-    )
-    assert result.ret == 0
+    ret, _ = _run_once(suite, *EVERY_PASS)
+    assert ret == 0
     benches = {
         b["param"]: b["extra_info"]
-        for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]
+        for b in json.loads((suite.path / "new-folder" / "run.json").read_text())["benchmarks"]
     }
     for p in PASSES:
         info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
@@ -313,7 +324,7 @@ def test_reference_is_timed_inside_each_case(suite):
     for case, info in benches.items():
         data = next(
             b["stats"]["data"]
-            for b in json.loads((suite.path / "new-folder" / "out.json").read_text())["benchmarks"]
+            for b in json.loads((suite.path / "new-folder" / "run.json").read_text())["benchmarks"]
             if b["param"] == case
         )
         assert info["probe_version"] == 1 and info["probe_median_s"] > 0 and len(info["probe_ratios"]) == len(data)
@@ -420,24 +431,17 @@ def test_pinned_malloc_serves_large_blocks_from_the_heap():
     ["eager", pytest.param("eager,compile", marks=pytest.mark.exhaustive)],  # each compiled case compiles: seconds
 )
 def test_grad2_and_compiled_cases_reach_the_leaderboard(suite, capsys, modes):
-    result = suite.runpytest_subprocess(
-        "--perf-config=tiny",
-        "--perf-device=cpu",
-        "--perf-model=fastkan-gaussian,mlp",
-        f"--perf-mode={modes}",
-        "--perf-pass=forward,backward,grad2",
-        "--perf-seconds=0.01",
-        "--benchmark-json=run.json",
-    )
-    assert result.ret == 0
-    benches = {b["param"]: b["extra_info"] for b in json.loads((suite.path / "run.json").read_text())["benchmarks"]}
+    ret, stdout = _run_once(suite, *EVERY_PASS, *([] if modes == "eager" else [f"--perf-mode={modes}"]))
+    assert ret == 0
+    path = suite.path / "new-folder" / "run.json"
+    benches = {b["param"]: b["extra_info"] for b in json.loads(path.read_text())["benchmarks"]}
     assert {"fastkan-gaussian/tiny/cpu/grad2", "mlp/tiny/cpu/grad2"} <= set(benches)
     assert not any(c.endswith("grad2/compile") for c in benches)  # torch.compile has no double backward
     from perf.report import main
 
-    assert main(["leaderboard", str(suite.path / "run.json")]) == 0
+    assert main(["leaderboard", str(path)]) == 0
     out = capsys.readouterr().out
     assert "grad2 ms" in out
     if "compile" in modes:
         assert "compiled ms" in out and "warm-up s" in out and "tiny on cpu (float32, compile)" not in out
-        assert "2 grad2/compile cases skipped" in result.stdout.str()
+        assert "2 grad2/compile cases skipped" in stdout

@@ -91,14 +91,15 @@ def test_a_planted_non_constexpr_global_fails_the_check(tmp_path):
     assert out["describe"].startswith("_forward basis=gaussian precision=ieee dtype=float32 config #0")
 
 
-def test_the_command_line_reports_failures_and_refuses_the_escape_hatch(tmp_path):
-    env_proc = subprocess.run(
-        [sys.executable, "-m", "fastkan.triton_aot", "--arch", "90"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"},
-    )
-    assert env_proc.returncode == 2 and "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS" in env_proc.stderr
-    bad = _run(["--arch", "sm90"], tmp_path)
-    assert bad.returncode == 2 and "--arch takes numbers" in bad.stderr
+def test_the_command_line_reports_failures_and_refuses_the_escape_hatch(monkeypatch, capsys):
+    from fastkan.triton_aot import main
+
+    monkeypatch.setenv("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS", "1")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--arch", "90"])
+    assert exit_.value.code == 2 and "TRITON_ALLOW_NON_CONSTEXPR_GLOBALS" in capsys.readouterr().err
+    monkeypatch.delenv("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--arch", "sm90"])
+    assert exit_.value.code == 2 and "--arch takes numbers" in capsys.readouterr().err
