@@ -178,6 +178,12 @@ class Selection:
                             out.extend(Case(model, config, device, p, dtype, mode) for p in self.passes)
         return out
 
+    def budget(self, windowed: bool) -> tuple[float, int]:
+        """(seconds, most rounds) of one stretch of a case's timing: a window's share where the case is
+        timed in windows, else the whole ``--perf-seconds`` and 1000 rounds."""
+        share = self.windows if windowed else 1
+        return self.seconds / share, 1000 // share
+
     def windowed_cases(self) -> list[Case]:
         """The cases timed in windows spread over the run: eager ones that can run here. A compiled case
         would pay its compilation in every window; it takes all its rounds at once."""
@@ -409,11 +415,6 @@ def perf_accuracy(request) -> str:
 @pytest.fixture
 def perf_physics(request) -> str:
     return request.config._perf_selection.physics
-
-
-@pytest.fixture
-def perf_seconds(request) -> float:
-    return request.config._perf_selection.seconds
 
 
 def _timing(config) -> bool:

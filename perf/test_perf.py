@@ -61,7 +61,7 @@ class _Witnessed:
         return {"probes": self.probes[-n:], "smalls": self.smalls[-n:], "references": self.references[-n:]}
 
 
-def test_perf_window(perf_window, perf_windows, perf_seconds, perf_reference, request):
+def test_perf_window(perf_window, perf_windows, perf_reference, request):
     """One window of every eager case's rounds, before the cases' own tests take their last one.
 
     A shared machine runs faster or slower for seconds to minutes at a time; a case timed in one
@@ -70,10 +70,9 @@ def test_perf_window(perf_window, perf_windows, perf_seconds, perf_reference, re
     over the matrix, so that its rounds see the machine as the whole run does.
     """
     selection = request.config._perf_selection
-    window = perf_seconds / selection.windows
     for case in selection.windowed_cases():
         try:
-            times = _window(case, window, 1000 // selection.windows, perf_reference)
+            times = _window(case, *selection.budget(windowed=True), perf_reference)
         except Exception:  # a model that cannot run this case: its own test says why
             continue
         if times is not None:
@@ -98,7 +97,7 @@ def _window(case, seconds: float, cap: int, reference: str | None) -> dict | Non
     return {"times": times, **timed.last(len(times))}
 
 
-def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference, perf_windows, request):
+def test_perf(benchmark, perf_case, perf_threads, perf_reference, perf_windows, request):
     case = perf_case
     if case.mode == "compile":
         import torch
@@ -150,9 +149,7 @@ def test_perf(benchmark, perf_case, perf_threads, perf_seconds, perf_reference, 
     info.update(measure(setup))
     timed = _Witnessed(case, setup, perf_reference)
     windows = perf_windows.get(case.id, [])
-    count = request.config._perf_selection.windows
-    seconds = perf_seconds / count if windows else perf_seconds
-    cap = 1000 // count if windows else 1000
+    seconds, cap = request.config._perf_selection.budget(windowed=bool(windows))
 
     rounds = 1 if benchmark.disabled else _rounds(_timed(timed.prepare, timed.run), seconds, cap)
     benchmark.pedantic(timed.run, setup=timed.prepare, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)

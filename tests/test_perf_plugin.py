@@ -359,7 +359,7 @@ def test_each_case_is_timed_in_windows_spread_over_the_run(pytester, windows):
     assert [line for line in result.outlines if "::" in line] == ["test_bench.py::test_perf[mlp-tanh/tiny/cpu/forward]"]
 
 
-def test_no_reference_is_a_choice():
+def test_no_reference_is_a_choice_and_a_window_takes_its_share():
     from types import SimpleNamespace
 
     from perf.plugin import Selection
@@ -370,6 +370,9 @@ def test_no_reference_is_a_choice():
     for given, reference in (("mlp", "mlp"), ("none", None)):
         config = SimpleNamespace(getoption={**options, "perf_reference": given}.__getitem__)
         assert Selection(config, check_cuda=False).reference == reference
+    # A windowed case's stretch is a window's share of the time budget and of the 1000-round cap.
+    selection = Selection(SimpleNamespace(getoption={**options, "perf_reference": "mlp"}.__getitem__), False)
+    assert selection.budget(windowed=True) == (0.125, 250) and selection.budget(windowed=False) == (0.5, 1000)
 
 
 def test_skip_summary_counts_each_reason_once():
