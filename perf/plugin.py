@@ -57,8 +57,8 @@ def pytest_addoption(parser):
     )
     group.addoption(
         "--perf-fit",
-        default="quick",
-        help=f"fit-quality cases: {', '.join(FIT_SETTINGS)} or none (default quick)",
+        default="brief",
+        help=f"fit-quality cases: {', '.join(FIT_SETTINGS)} or none (default brief)",
     )
     group.addoption(
         "--perf-accuracy",

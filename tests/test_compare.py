@@ -215,6 +215,29 @@ def test_memory_and_gradients_compare_as_they_are(tmp_path, capsys):
     assert "gradients turned WRONG (max rel err 0.5)" in out
 
 
+def test_fit_rmse_compares_only_between_runs_of_the_same_fit_settings(tmp_path, capsys):
+    runs = {}
+    for name, rmse, settings in (("a", 0.1, "quick"), ("b", 0.2, "quick"), ("c", 0.2, "brief")):
+        path = write(tmp_path / f"{name}.json", field(0))
+        data = json.loads(path.read_text())
+        for entry in data["benchmarks"]:
+            if entry["param"].startswith("bspline/"):
+                entry["extra_info"].update(rmse_mean=rmse, fit_settings=settings)
+        path.write_text(json.dumps(data))
+        runs[name] = str(path)
+    assert main(["--compare", runs["a"], runs["b"]]) == 3  # twice the RMSE on the same seeds: a regression
+    line = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("bspline/seed-300k/cpu/forward")
+    )
+    assert line.split()[1:4] == ["fit", "RMSE", "+100.0%"]
+    assert main(["--compare", runs["a"], runs["c"], "--verbose"]) == 0  # other seeds: another measurement
+    out = capsys.readouterr().out
+    lines = [
+        " ".join(line.split()[1:]) for line in out.splitlines() if line.startswith("bspline/seed-300k/cpu/forward")
+    ]
+    assert "fit RMSE n/a (not compared: --perf-fit=quick against brief)" in lines
+
+
 def test_runs_without_rounds_fall_back_to_medians_and_say_so(tmp_path, capsys):
     from test_report import SEED, write_run
 

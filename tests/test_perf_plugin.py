@@ -239,7 +239,7 @@ def test_no_regression_exit_code_0(suite, monkeypatch):
         ("--perf-threads=0", "--perf-threads must be at least 1, got 0"),
         ("--perf-windows=0", "--perf-windows must be at least 1, got 0"),
         ("--perf-reference=nope", "unknown --perf-reference value nope; valid: fastkan-gaussian"),
-        ("--perf-fit=huge", "unknown --perf-fit value huge; valid: smoke, quick, full, none"),
+        ("--perf-fit=huge", "unknown --perf-fit value huge; valid: smoke, brief, quick, full, none"),
     ],
 )
 def test_bad_options_are_usage_errors(suite, option, message):

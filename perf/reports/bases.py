@@ -40,7 +40,9 @@ def collect(runs: list[Run], config: str | None):
             if ratio:
                 row[r.pass_ + " ratio"] = ratio
     if not any(row["fit"] for row in rows.values()):
-        raise ReportError(f"{runs[0].path}: no fit-quality cases (run `pytest perf` with --perf-fit=quick or full)")
+        raise ReportError(
+            f"{runs[0].path}: no fit-quality cases (run `pytest perf`: --perf-fit=brief by default, or quick or full)"
+        )
     return rows, chosen
 
 

@@ -257,7 +257,7 @@ def run(args) -> int:
     if tasks:
         notes.append(
             f"fit RMSE: geometric mean of the test RMSE over the fit tasks {', '.join(tasks)} "
-            "(pytest perf --perf-fit=quick)"
+            "(pytest perf --perf-fit=brief|quick|full)"
         )
     for _, why in sorted(missing.items()):
         notes.append(f"not measured: {why}")

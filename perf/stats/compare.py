@@ -174,7 +174,10 @@ def exact_changes(a: Record, b: Record, threshold: float, memory_threshold: floa
         v = b.memory / a.memory - 1
         out.append(Change(a.id, "memory", v, verdict=_judge(v, None, None, memory_threshold)))
     ra, rb = a.info.get("rmse_mean"), b.info.get("rmse_mean")
-    if ra and rb:
+    fa, fb = a.info.get("fit_settings"), b.info.get("fit_settings")
+    if ra and rb and fa != fb:  # other seeds or steps: a different measurement, not a change
+        out.append(Change(a.id, "fit RMSE", None, note=f"not compared: --perf-fit={fa} against {fb}"))
+    elif ra and rb:
         v = rb / ra - 1
         out.append(Change(a.id, "fit RMSE", v, verdict=_judge(v, None, None, threshold)))
     sa, sb = a.info.get("score_mean"), b.info.get("score_mean")
