@@ -43,8 +43,8 @@ class FitSettings:
 
 FIT_SETTINGS = {
     "smoke": FitSettings(steps=5, seeds=2, train=64, test=64),  # the suite's own tests
-    # The default run: quick's tasks and steps on two seeds, a third of the time (the fit cases
-    # were 43% of the default job's 5 minutes on this project's 2-core host).
+    # The default run: quick's tasks and steps on two seeds, in two thirds of the time (the fit
+    # cases were 43% of the default job's 5 minutes on this project's 2-core host).
     "brief": FitSettings(seeds=2),
     "quick": FitSettings(),  # the documented runs (docs/results)
     "full": FitSettings(hidden=16, steps=2000, seeds=5, train=4096, test=4096),
