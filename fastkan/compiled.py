@@ -249,10 +249,17 @@ def _kernels(basis, dtype: torch.dtype, groups: _Groups | None = None):
     return _KERNELS[key]
 
 
+def _specialises(u: Tensor) -> bool:
+    """Whether the kernels, compiled for symbolic sizes, would compile again for ``u`` (N, in): dynamo
+    builds its own code for a size of 0 or 1, a pause of seconds (8 s here for one row of
+    ``[10000 -> 1]``) that the eager one-output path, as fast for one row, spares."""
+    return u.shape[0] < 2 or u.shape[1] < 2
+
+
 def available(u: Tensor) -> bool:
     """Whether a call on ``u`` may take the compiled kernels (the basis and weight checked by the caller)."""
     # Inside a model the user compiles, the eager path is traced and fused by that compilation.
-    return ENABLED and not _broken and u.device.type == "cpu" and not modes.is_compiling()
+    return ENABLED and not _broken and u.device.type == "cpu" and not modes.is_compiling() and not _specialises(u)
 
 
 def _weights(weight: Tensor, in_dim: int, g: int, groups: _Groups | None) -> Tensor:
@@ -357,8 +364,8 @@ if OPERATORS:
         """``one_output`` as an operator: u (N, in), weight (1, in * G) -> (N, 1)."""
         named = _named(basis, grid, h)
         with torch.no_grad():
-            y = one_output(u, named, weight)
-            if y is None:  # no compiler here after all: the plain composition, as the layer would take
+            y = None if _specialises(u) else one_output(u, named, weight)
+            if y is None:  # no compiler here after all, or one row: the plain composition, as the layer takes
                 y = modes.plain_spline(u, grid, h, weight, named.fn)
         return y
 
@@ -373,8 +380,8 @@ if OPERATORS:
         """``OneOutput``'s backward as an operator: (grad_u, grad_w), each empty where not asked for."""
         named = _named(basis, grid, h)
         groups = _groups(named, grid, h)
-        kernels = _kernels(named, u.dtype, groups)
-        if kernels is None:  # they did not compile here after all: the eager one-output backward
+        kernels = None if _specialises(u) else _kernels(named, u.dtype, groups)
+        if kernels is None:  # not compiled here after all, or one row: the eager one-output backward
             grad_u, grad_w = fused.one_output_backward(grad_out, u, grid, h, weight, named, (need_u, need_w))
         else:
             ctx = types.SimpleNamespace(

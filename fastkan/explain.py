@@ -34,7 +34,7 @@ PATHS = (
     Path(
         "compiled one-output",
         "fastkan/compiled.py",
-        "CPU layers with one output and a basis of d^2: TorchInductor reductions, no basis tensor",
+        "CPU layers with one output and a basis of d^2, two rows and inputs or more: TorchInductor reductions",
         ("OneOutputBackward",),
     ),
     Path(

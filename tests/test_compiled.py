@@ -27,18 +27,10 @@ def run(layer, x):
     )
 
 
-# Sizes of 1 make dynamo compile specialised code (two more compilations per basis and dtype, some
-# 5 to 10 s each from an empty cache): they run for the grouped kernels (the Gaussian) and the general
-# ones (expit) in float32; every basis and dtype runs a general size.
-SIZES_OF_1 = [(b, torch.float32, s) for b in ("gaussian", "expit") for s in [(1, 5), (2, 1)]]
-# The default run compiles one layout of each kernel kind (grouped: the Gaussian; general: expit) and
-# one batch of 1; every other basis, dtype and size of 1 compiles its own kernels, 3 to 10 s each
-# from an empty cache, and runs in the exhaustive step (pytest -m exhaustive; .ci/run runs it).
-DEFAULT = {
-    ("gaussian", torch.float32, (1, 5)),
-    ("gaussian", torch.float32, (37, 300)),
-    ("expit", torch.float64, (37, 300)),
-}
+# The default run compiles one layout of each kernel kind (grouped: the Gaussian; general: expit);
+# every other basis and dtype compiles its own kernels, 3 to 10 s each from an empty cache, and runs
+# in the exhaustive step (pytest -m exhaustive; .ci/run runs it).
+DEFAULT = {("gaussian", torch.float32), ("expit", torch.float64)}
 
 
 def exhaustive(*values, keep: bool = False):
@@ -46,21 +38,16 @@ def exhaustive(*values, keep: bool = False):
 
 
 @pytest.mark.parametrize(
-    "basis, dtype, shape",
-    [exhaustive(*v, keep=v in DEFAULT) for v in SIZES_OF_1]
-    + [
-        exhaustive(b, d, (37, 300), keep=(b, d, (37, 300)) in DEFAULT)
-        for b in SQUARE_BASES
-        for d in (torch.float32, torch.float64)
-    ],
-    ids=lambda v: str(v).replace("torch.", "").replace(" ", ""),
+    "basis, dtype",
+    [exhaustive(b, d, keep=(b, d) in DEFAULT) for b in SQUARE_BASES for d in (torch.float32, torch.float64)],
+    ids=lambda v: str(v).replace("torch.", ""),
 )
-def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, basis, dtype, shape):
-    # Several bases, both dtypes and sizes of 1 in one process: each (basis, dtype) compiles
-    # its own code, so none falls back to eager on dynamo's recompilation limit.
+def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, basis, dtype):
+    # Several bases and both dtypes in one process: each (basis, dtype) compiles its own code, so
+    # none falls back to eager on dynamo's recompilation limit.
     torch.manual_seed(0)
-    layer = FastKANLayer(shape[1], 1, basis=basis, use_layernorm=False, dtype=dtype)
-    x = (3 * torch.randn(*shape, dtype=dtype)).requires_grad_()
+    layer = FastKANLayer(300, 1, basis=basis, use_layernorm=False, dtype=dtype)
+    x = (3 * torch.randn(37, 300, dtype=dtype)).requires_grad_()
     calls = record_calls(compiled.OneOutput, "apply")
     got = run(layer, x)
     assert len(calls) == 1
@@ -70,6 +57,31 @@ def test_compiled_one_output_matches_the_eager_path(monkeypatch, record_calls, b
     tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (2, 1), (1, 1)])
+def test_a_size_of_1_takes_the_eager_path_and_compiles_nothing(record_calls, shape):
+    # Dynamo would compile code of its own for a size of 1: seconds, silently, for one row.
+    torch.manual_seed(0)
+    layer = FastKANLayer(shape[1], 1, use_layernorm=False)
+    x = torch.randn(*shape, requires_grad=True)
+    layer(torch.randn(4, shape[1]))  # the kernels of the general sizes, where they apply
+    built = set(compiled._KERNELS)
+    calls = record_calls(compiled.OneOutput, "apply")
+    got = run(layer, x)
+    assert calls == [] and set(compiled._KERNELS) == built
+    layer.fused = False
+    for a, b in zip(got, run(layer, x)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if compiled.OPERATORS:  # the operator inside a compiled model: the plain composition for one row
+        grid, h = layer.basis.tensors()
+        w = layer.spline_linear.weight
+        y = compiled.one_output_op(x, grid, h, w, "gaussian")
+        grads = torch.autograd.grad(y.sum(), [x, w])
+        y_plain = layer(x) - layer.base_linear(layer.base_activation(x))
+        for a, b in zip((y, *grads), (y_plain, *torch.autograd.grad(y_plain.sum(), [x, w]))):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert calls == [] and set(compiled._KERNELS) == built
 
 
 # The Gaussian with a narrow width: its grouped kernels split the 15 centres into two groups. Both
