@@ -76,7 +76,7 @@ def test_a_size_of_1_takes_the_eager_path_and_compiles_nothing(record_calls, sha
     if compiled.OPERATORS:  # the operator inside a compiled model: the plain composition for one row
         grid, h = layer.basis.tensors()
         w = layer.spline_linear.weight
-        y = compiled.one_output_op(x, grid, h, w, "gaussian")
+        y = compiled.one_output_op(x, grid, h, w, layer.basis.name)
         grads = torch.autograd.grad(y.sum(), [x, w])
         y_plain = layer(x) - layer.base_linear(layer.base_activation(x))
         for a, b in zip((y, *grads), (y_plain, *torch.autograd.grad(y_plain.sum(), [x, w]))):

@@ -312,21 +312,15 @@ def test_a_run_of_every_kind_of_case_feeds_every_report(suite, capsys):
 def test_reference_is_timed_inside_each_case(suite):
     ret, _ = _run_once(suite, *EVERY_PASS)
     assert ret == 0
-    benches = {
-        b["param"]: b["extra_info"]
-        for b in json.loads((suite.path / "new-folder" / "run.json").read_text())["benchmarks"]
-    }
+    saved = json.loads((suite.path / "new-folder" / "run.json").read_text())["benchmarks"]
+    benches = {b["param"]: b["extra_info"] for b in saved}
     for p in PASSES:
         info = benches[f"fastkan-gaussian/tiny/cpu/{p}"]
         assert info["reference_model"] == "mlp" and info["reference_median_s"] > 0
         assert "reference_model" not in benches[f"mlp/tiny/cpu/{p}"]
     # Every case, the reference's own included, times the machine probes before each round.
     for case, info in benches.items():
-        data = next(
-            b["stats"]["data"]
-            for b in json.loads((suite.path / "new-folder" / "run.json").read_text())["benchmarks"]
-            if b["param"] == case
-        )
+        data = next(b["stats"]["data"] for b in saved if b["param"] == case)
         assert info["probe_version"] == 1 and info["probe_median_s"] > 0 and len(info["probe_ratios"]) == len(data)
         assert info["small_probe_median_s"] > 0 and len(info["small_probe_ratios"]) == len(data)
 
