@@ -34,14 +34,14 @@ NEG_SQUARE_SCALES: dict[str, float] = {}
 OF_NEG_SQUARE_DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {}
 #: Names whose ``of_neg_square`` is ``2**t`` (below its cap), so that ``k(a + b) == k(a) * k(b)``.
 #: Optional: the compiled one-output kernels then build the bumps of a uniform grid from two
-#: exponentials per group of centres (``fastkan.compiled``), not one per bump.
+#: exponentials per group of centres (``fastkan.paths.compiled``), not one per bump.
 EXPONENTIAL: set[str] = set()
 #: name -> ``nth(d, k)``, the basis' ``k``-th derivative in ``d`` for any ``k >= 0`` (a new tensor).
-#: Optional: second and higher derivatives then take ``fastkan.higher``'s two Functions instead of
+#: Optional: second and higher derivatives then take ``fastkan.paths.higher``'s two Functions instead of
 #: autograd through the plain composition.
 NTH_DERIVATIVES: dict[str, Callable[[Tensor, int], Tensor]] = {}
 #: name -> ``radius``: the basis is exactly 0 wherever ``|d| >= radius``.
-#: Optional: large grids then evaluate only the bumps near each input (``fastkan.local``).
+#: Optional: large grids then evaluate only the bumps near each input (``fastkan.paths.local``).
 SUPPORTS: dict[str, float] = {}
 
 # Beyond this |d| every decaying bump below is 0 in float64 (exp(-745) == 0),
@@ -94,7 +94,7 @@ def register(
     works on ``d`` with ``derivative``. ``neg_square_scale``: the factor ``s`` of
     ``of_neg_square``'s argument ``s * -d**2`` (default 1). ``support``: a radius beyond which ``fn``
     is exactly 0, for bases of compact support. ``exponential``: ``of_neg_square(t)`` is ``2**t``.
-    ``nth_derivative(d, k)``: the ``k``-th derivative, for second derivatives at speed (``fastkan.higher``).
+    ``nth_derivative(d, k)``: the ``k``-th derivative, for second derivatives at speed (``fastkan.paths.higher``).
     """
     if of_neg_square_derivative is not None and of_neg_square is None:
         raise ValueError(f"basis {name!r}: of_neg_square_derivative needs of_neg_square")

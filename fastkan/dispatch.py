@@ -1,7 +1,7 @@
 """Which evaluation path a spline call takes, decided in one place (fastkan.explain.PATHS lists them).
 
 The layer (fastkan/layer.py) asks ``takes_plain`` whether a call is small enough for the plain
-composition or ``fastkan.small``'s node, and ``spline`` for every other call: Triton's kernels on
+composition or ``fastkan.paths.small``'s node, and ``spline`` for every other call: Triton's kernels on
 CUDA, the local path for compact bases on large grids, the compiled one-output reductions, row
 blocks, else the fused blocks. What each PyTorch mode changes is decided in fastkan/modes.py; why
 each path exists, and its thresholds: docs/design/paths.md.
@@ -14,7 +14,8 @@ import contextlib
 import torch
 from torch import Tensor
 
-from . import compiled, fused, local, modes, rows
+from . import modes
+from .paths import common, compiled, fused, local, rows
 
 
 def takes_plain(u: Tensor, basis, weight: Tensor, n: int | None = None) -> bool:
@@ -26,7 +27,7 @@ def takes_plain(u: Tensor, basis, weight: Tensor, n: int | None = None) -> bool:
     if values > fused.PLAIN_ELEMENTS:
         return False
     # The checks below cost a few percent of a small call's time: only sizes between the two limits pay them.
-    return values <= compiled.PLAIN_ELEMENTS or not (fused.is_one_output(basis, u, weight) and compiled.available(u))
+    return values <= compiled.PLAIN_ELEMENTS or not (common.is_one_output(basis, u, weight) and compiled.available(u))
 
 
 def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None) -> Tensor:
@@ -34,10 +35,10 @@ def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None
     fast path that applies."""
     if weight.is_leaf and weight.requires_grad and torch.is_grad_enabled():
         # A view is a node the engine can say it will run or not: a second derivative's backward
-        # then builds the weight's gradient only where it is wanted (fastkan.higher.wanted).
+        # then builds the weight's gradient only where it is wanted (fastkan.paths.higher.wanted).
         weight = weight.view_as(weight)
     if u.is_cuda and u.shape[0] > 0:
-        from . import triton_spline  # imports Triton: only where a GPU asks for it
+        from .paths import triton_spline  # imports Triton: only where a GPU asks for it
 
         if triton_spline.available(u, basis):
             return triton_spline.triton_spline(u, basis, weight)
@@ -46,7 +47,7 @@ def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None
         return local.local_spline(u, basis, weight, geometry)
     if u.shape[0] > 0:
         keep = fused.KEEP_BASIS_BYTES if keep_basis_bytes is None else keep_basis_bytes
-        if fused.is_one_output(basis, u, weight) and compiled.available(u):
+        if common.is_one_output(basis, u, weight) and compiled.available(u):
             y = compiled.one_output(u, basis, weight)
             if y is not None:
                 return y
@@ -78,7 +79,7 @@ FORCE = {
     "kept": {(fused, "KEEP_BASIS_BYTES"): 1 << 40, (fused, "PLAIN_ELEMENTS"): 0, (compiled, "ENABLED"): False},
     "compiled": {(fused, "PLAIN_ELEMENTS"): 0, (compiled, "ENABLED"): True},
     "small": {(fused, "PLAIN_ELEMENTS"): 1 << 40, (compiled, "ENABLED"): False},
-    # fastkan.rows with one row a block: every call with more rows than outputs
+    # fastkan.paths.rows with one row a block: every call with more rows than outputs
     "rows": {
         (fused, "KEEP_BASIS_BYTES"): 0,
         (fused, "PLAIN_ELEMENTS"): 0,
@@ -86,7 +87,7 @@ FORCE = {
         (rows, "BLOCK_ELEMENTS"): 1,
         (rows, "BATCH_PER_COLUMN"): 0.0,
     },
-    # fastkan.local for every call of a compact basis, whatever its grid, with either product
+    # fastkan.paths.local for every call of a compact basis, whatever its grid, with either product
     "scattered": {
         (local, "LOCAL_RATIO"): 0,
         (local, "LOCAL_GRID"): 0,

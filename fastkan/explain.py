@@ -27,37 +27,37 @@ class Path:
 PATHS = (
     Path(
         "small node",
-        "fastkan/small.py",
+        "fastkan/paths/small.py",
         "CPU calls of at most 262144 basis values: LayerNorm, spline and base branch as one autograd node",
         ("_SmallLayersBackward",),
     ),
     Path(
         "compiled one-output",
-        "fastkan/compiled.py",
+        "fastkan/paths/compiled.py",
         "CPU layers with one output and a basis of d^2, two rows and inputs or more: TorchInductor reductions",
         ("OneOutputBackward",),
     ),
     Path(
         "row blocks",
-        "fastkan/rows.py",
+        "fastkan/paths/rows.py",
         "CPU batches larger than the outputs and the basis values per row",
         ("_RowBlocksBackward",),
     ),
     Path(
         "local",
-        "fastkan/local.py",
+        "fastkan/paths/local.py",
         "compact bases on grids of 16 centres or more: only the centres near each input",
         ("_ScatteredBackward", "_SparseBackward"),
     ),
     Path(
         "Triton",
-        "fastkan/triton_spline.py",
+        "fastkan/paths/triton_spline.py",
         "CUDA, `gaussian`, `inverse-quadratic`, `rswaf`: the basis built inside the products",
         ("_TritonSplineBackward",),
     ),
     Path(
         "fused blocks",
-        "fastkan/fused.py",
+        "fastkan/paths/fused.py",
         "everything else: the basis built block by block, kept or rebuilt in backward",
         ("_FusedSplineBackward", "_OneOutputBackward"),
     ),

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import dispatch, modes, small
+from . import dispatch, modes
 from .bases import (
     DERIVATIVES,
     EXPONENTIAL,
@@ -21,6 +21,7 @@ from .bases import (
     SUPPORTS,
     get_basis,
 )
+from .paths import small
 
 
 def check_last_dim(x: Tensor, expected: int, what: str) -> None:
@@ -128,19 +129,19 @@ class FastKANLayer(nn.Module):
     ``spline_linear(basis(layernorm(x)).flatten(-2)) + base_linear(silu(x))``,
     with fast-kan's constructor arguments and defaults. The spline path is
     evaluated without the intermediate tensors of the plain composition: by
-    Triton kernels on CUDA where they cover the basis (``fastkan.triton_spline``),
-    else by ``fastkan.fused``, which keeps the (N, input_dim * num_grids) basis (and
+    Triton kernels on CUDA where they cover the basis (``fastkan.paths.triton_spline``),
+    else by ``fastkan.paths.fused``, which keeps the (N, input_dim * num_grids) basis (and
     the centred inputs) for backward when it is at most ``keep_basis_bytes`` (default
-    ``fastkan.fused.KEEP_BASIS_BYTES``) and otherwise rebuilds it there block by
+    ``fastkan.paths.fused.KEEP_BASIS_BYTES``) and otherwise rebuilds it there block by
     block; on the CPU, one-output layers with a basis of ``-d**2`` run compiled
-    reductions that write no basis at all (``fastkan.compiled``), and calls of at
-    most ``fastkan.fused.PLAIN_ELEMENTS`` basis values (``fastkan.compiled.PLAIN_ELEMENTS``
-    for those layers) take ``fastkan.small``: LayerNorm, the spline path and the SiLU base
+    reductions that write no basis at all (``fastkan.paths.compiled``), and calls of at
+    most ``fastkan.paths.fused.PLAIN_ELEMENTS`` basis values (``fastkan.paths.compiled.PLAIN_ELEMENTS``
+    for those layers) take ``fastkan.paths.small``: LayerNorm, the spline path and the SiLU base
     branch as one autograd node, whose few operations cost less there (the plain composition
     where it does not cover the call: a trained grid or width, a basis without a registered
     derivative, a compiled model).
     A basis of compact support on a large frozen uniform grid is evaluated at the few
-    centres near each input only (``fastkan.local``).
+    centres near each input only (``fastkan.paths.local``).
     ``fused=False`` always runs the plain composition, kept as the reference.
 
     The submodules (``layernorm``, ``basis``, ``spline_linear``, ``base_linear``) hold the
@@ -244,12 +245,12 @@ class FastKANLayer(nn.Module):
         return y if base is None else y + base
 
     def _small(self, x: Tensor, ln, lin, allowed: bool | None = None) -> Tensor | None:
-        """The whole layer as ``fastkan.small``'s one node where it covers this call, else None."""
+        """The whole layer as ``fastkan.paths.small``'s one node where it covers this call, else None."""
         spec = self._small_spec(x, ln, lin, allowed=allowed)
         return None if spec is None else small.small_stack(x, [spec])
 
     def _small_spec(self, x: Tensor, ln, lin, rows: int | None = None, allowed: bool | None = None) -> tuple | None:
-        """``fastkan.small``'s arguments for this layer on a call like x (its device and dtype) with ``rows``
+        """``fastkan.paths.small``'s arguments for this layer on a call like x (its device and dtype) with ``rows``
         inputs (x's by default), or None where it does not cover the call: a fused layer's small CPU call,
         with its own LayerNorm and SiLU base branch or none."""
         basis, spline_linear = self._part("basis"), self._part("spline_linear")
@@ -282,7 +283,7 @@ class FastKANLayer(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: Tensor, small_node: bool = True) -> Tensor:
-        """``forward``; ``small_node=False`` keeps a small call off fastkan.small's node (see FastKAN.forward)."""
+        """``forward``; ``small_node=False`` keeps a small call off fastkan.paths.small's node (see FastKAN.forward)."""
         check_last_dim(x, self.input_dim, type(self).__name__)
         lead = x.shape[:-1] if x.dim() != 2 else None  # a batch of vectors needs no reshaping (small calls pay per op)
         if lead is not None:
@@ -344,7 +345,7 @@ class FastKAN(nn.Module):
 
     ``input_domain=(lo, hi)``: the inputs lie in that range (coordinates, a few features): the first
     layer's grid spans it instead of LayerNorm, which over two or three inputs keeps little more
-    than their signs. Where every layer's call takes ``fastkan.small``'s node, the whole stack is
+    than their signs. Where every layer's call takes ``fastkan.paths.small``'s node, the whole stack is
     one such node.
     """
 
@@ -361,11 +362,11 @@ class FastKAN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         layers = self._modules["layers"]
         # An input that needs a gradient asks for derivatives in the input: a physics-informed loss or a
-        # gradient penalty differentiates them again. fastkan.small's node then recomputes its layers
+        # gradient penalty differentiates them again. fastkan.paths.small's node then recomputes its layers
         # in backward, in Python nodes; small calls take the plain composition instead, whose nodes
         # are C++ (a Poisson step of FastKAN([2, 12, 1]) on 768 points took 1.5x plain's time
         # through the node; docs/results/physics.md). Larger calls keep the fast paths, whose second
-        # derivatives are fastkan.higher's.
+        # derivatives are fastkan.paths.higher's.
         small_node = not (getattr(x, "requires_grad", False) and torch.is_grad_enabled())
         y = self._small(x, layers) if small_node else None
         if y is not None:
@@ -376,7 +377,7 @@ class FastKAN(nn.Module):
         return x
 
     def _small(self, x: Tensor, layers) -> Tensor | None:
-        """Every layer in ``fastkan.small``'s one node, where each layer alone would take it, else None:
+        """Every layer in ``fastkan.paths.small``'s one node, where each layer alone would take it, else None:
         one node for the stack costs backward one dispatch where each layer's would cost one each."""
         if len(layers) < 2 or not isinstance(x, Tensor) or x.dim() == 0:
             return None  # a single layer takes the node by itself; bad input gets the layer's error
@@ -399,11 +400,11 @@ class FastKAN(nn.Module):
 @contextlib.contextmanager
 def calls_recorded() -> Iterator[dict[FastKANLayer, tuple[Tensor, Tensor, bool]]]:
     """Within it, each FastKANLayer call stores (input, output, whether its small call may take
-    fastkan.small's node) in the dict yielded, by layer.
+    fastkan.paths.small's node) in the dict yielded, by layer.
 
     For ``fastkan.explain``: forward hooks would show what a call takes, but a hooked layer is
     called as a module, which changes the path a FastKAN stack gives it (FastKAN.forward).
-    A layer inside fastkan.small's node for its whole stack is not called, and not stored.
+    A layer inside fastkan.paths.small's node for its whole stack is not called, and not stored.
     """
     seen: dict[FastKANLayer, tuple[Tensor, Tensor, bool]] = {}
     plain = FastKANLayer._forward

@@ -14,7 +14,7 @@ composition of torch operations instead, which every mode understands:
   in float32 and its products in the autocast dtype, as ``nn.Linear`` would.
 
 A second derivative (``create_graph=True``) is decided in backward: each fast path's backward then
-takes fastkan.higher's Functions (bases with every derivative registered) or differentiates the
+takes fastkan.paths.higher's Functions (bases with every derivative registered) or differentiates the
 plain composition of the same inputs (``differentiate``), so its gradient is itself
 differentiable. See docs/design/paths.md.
 """
@@ -103,7 +103,7 @@ def plain_spline(u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, fn: Callabl
 
 def warmup(model: torch.nn.Module, example: Tensor) -> None:
     """Run ``model`` forward and backward once on ``example``, so that whatever its first call builds
-    (fastkan.compiled's CPU kernels, Triton's autotuning) is built now; no ``.grad`` is touched."""
+    (fastkan.paths.compiled's CPU kernels, Triton's autotuning) is built now; no ``.grad`` is touched."""
     x = example.detach().requires_grad_(example.is_floating_point())
     with torch.enable_grad():
         out = model(x)
@@ -119,7 +119,7 @@ PATH_NAMES = ("small node", "compiled one-output", "row blocks", "local", "Trito
 #: What each mode runs on each fast path: ``native`` (the path itself), ``plain`` (the plain
 #: composition), ``plain, compiled`` (the plain composition, compiled with the model), ``native,
 #: operator`` (the path as a torch.library operator, opaque to the compiler), or
-#: ``native + higher`` (the path forward; backward by fastkan.higher for a basis with every
+#: ``native + higher`` (the path forward; backward by fastkan.paths.higher for a basis with every
 #: derivative registered, else by the plain composition). The README's table of modes is this one
 #: (tests/test_explain.py); tests/test_layer.py and tests/test_higher.py check each mode on each path.
 MODES = (

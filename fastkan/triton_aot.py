@@ -39,7 +39,7 @@ class Variant:
     arch: int
 
     def describe(self) -> str:
-        from .triton_spline import CONFIGS
+        from .paths.triton_spline import CONFIGS
 
         blocks = ", ".join(f"{k}={v}" for k, v in CONFIGS[self.config].kwargs.items())
         return (
@@ -52,7 +52,7 @@ def variants(archs=(80, 90), cover: str = "all") -> list[Variant]:
     """Every combination the layer can launch, per target architecture (``cover="all"``), or a
     pairwise cover of them (``cover="pairs"``): every value of each field beside every value of
     every other field at least once, in about 1/20 of the builds."""
-    from .triton_spline import CONFIGS, DTYPES, PRECISIONS, TRITON_BASES
+    from .paths.triton_spline import CONFIGS, DTYPES, PRECISIONS, TRITON_BASES
 
     if cover not in COVERS:
         raise ValueError(f"cover must be one of {', '.join(COVERS)}, got {cover!r}")
@@ -108,7 +108,7 @@ def compile_variant(v: Variant, module=None) -> str | None:
     from triton.backends.compiler import GPUTarget
 
     if module is None:
-        from . import triton_spline as module
+        from .paths import triton_spline as module
     fn = getattr(module, v.kernel)
     jit = getattr(fn, "fn", fn)  # the autotuner wraps the jitted function
     config = module.CONFIGS[v.config]

@@ -6,8 +6,8 @@ The step is the physics task's (perf/matrix/physics.py): the PDE residual by aut
 ``create_graph=True`` (the Laplacian: second derivatives), its mean square, then backward through
 it (third order in the input) and an Adam step. Both models have the same parameters, the first
 layer's grid on the coordinates' range (``input_domain``); their steps alternate in one process on
-one thread. ``--no-higher`` sets ``fastkan.higher.ENABLED = False``: second derivatives then
-differentiate the plain composition, as before fastkan.higher existed.
+one thread. ``--no-higher`` sets ``fastkan.paths.higher.ENABLED = False``: second derivatives then
+differentiate the plain composition, as before fastkan.paths.higher existed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-import fastkan.higher
+import fastkan.paths.higher
 from fastkan import FastKAN
 from perf.matrix.physics import PDES
 from perf.stats.bootstrap import change
@@ -42,12 +42,12 @@ def main(argv=None) -> int:
     if layers[0] != pde.dims or len(layers) < 2 or min(layers) < 1:
         parser().error(f"--layers must start with {pde.dims} (the task's dimensions), got {args.layers}")
     torch.set_num_threads(1)
-    was = fastkan.higher.ENABLED
-    fastkan.higher.ENABLED = not args.no_higher
+    was = fastkan.paths.higher.ENABLED
+    fastkan.paths.higher.ENABLED = not args.no_higher
     try:
         return _time(args, pde, layers)
     finally:
-        fastkan.higher.ENABLED = was
+        fastkan.paths.higher.ENABLED = was
 
 
 def _time(args, pde, layers: list[int]) -> int:
@@ -78,7 +78,7 @@ def _time(args, pde, layers: list[int]) -> int:
     est, low, high = change(times["plain-fastkan"], times["fastkan"])
     print(
         f"{args.task}, FastKAN({layers}), {args.points} points, 1 thread, torch {torch.__version__}, "
-        f"fastkan.higher {'on' if fastkan.higher.ENABLED else 'off'}"
+        f"fastkan.paths.higher {'on' if fastkan.paths.higher.ENABLED else 'off'}"
     )
     for name, t in times.items():
         print(f"  {name}: {statistics.median(t) * 1e3:.2f} ms a step (median of {args.rounds})")

@@ -16,10 +16,10 @@ if settings is not None:
 
 @pytest.fixture
 def compiler():
-    """Skips, naming the compiler's error, where torch.compile cannot build fastkan.compiled's CPU kernels."""
+    """Skips, naming the compiler's error, where torch.compile cannot build fastkan.paths.compiled's CPU kernels."""
     import torch
 
-    import fastkan.compiled as compiled
+    import fastkan.paths.compiled as compiled
     from fastkan.layer import RadialBasis
 
     if compiled._kernels(RadialBasis(), torch.float32) is None:

@@ -197,7 +197,7 @@ def test_exponential_needs_neg_square():
 
 @pytest.mark.parametrize("name", sorted(EXPONENTIAL))
 def test_an_exponential_basis_is_two_to_the_power_of_its_argument(name):
-    # fastkan.compiled's grouped kernels build these bumps from products of powers of 2.
+    # fastkan.paths.compiled's grouped kernels build these bumps from products of powers of 2.
     assert name in OF_NEG_SQUARE
     t = torch.linspace(-60.0, 0.0, 301, dtype=torch.float64)
     torch.testing.assert_close(OF_NEG_SQUARE[name](t.clone()), torch.exp2(t), rtol=1e-12, atol=0)

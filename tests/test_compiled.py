@@ -1,9 +1,9 @@
-"""fastkan.compiled: the one-output kernels agree with the eager path, fall back, and compile once per basis."""
+"""fastkan.paths.compiled: the one-output kernels agree with the eager path, fall back, and compile once per basis."""
 
 import pytest
 import torch
 
-import fastkan.compiled as compiled
+import fastkan.paths.compiled as compiled
 from fastkan import FastKANLayer
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 from fastkan.dispatch import forcing
@@ -231,7 +231,7 @@ def test_a_grid_that_is_not_uniform_takes_the_general_kernels(record_calls):
 
 def test_inside_torch_compile_a_one_output_layer_keeps_the_kernels_as_an_operator(monkeypatch):
     # Otherwise the compiled model is the plain composition (fastkan.modes): the operator keeps
-    # fastkan.compiled's kernels in the graph, opaque to the compiler, with its own backward.
+    # fastkan.paths.compiled's kernels in the graph, opaque to the compiler, with its own backward.
     torch._dynamo.reset()
     torch.manual_seed(0)
     layer = FastKANLayer(200, 1)

@@ -1,13 +1,14 @@
-"""fastkan.higher's Functions against autograd through the plain composition, to third order."""
+"""fastkan.paths.higher's Functions against autograd through the plain composition, to third order."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastkan import FastKAN, FastKANLayer, higher
+from fastkan import FastKAN, FastKANLayer
 from fastkan.bases import BASES, NTH_DERIVATIVES, nth_derivative_of
 from fastkan.dispatch import COMPACT_ONLY, FORCE, forcing
+from fastkan.paths import higher
 
 NTH = sorted(NTH_DERIVATIVES)
 
@@ -83,7 +84,7 @@ def test_compiled_kernels_give_the_eager_functions_values(monkeypatch):
 @pytest.mark.parametrize("path", [p for p in FORCE if p not in COMPACT_ONLY])
 @pytest.mark.parametrize("out", [1, 3])
 def test_a_laplacian_loss_through_every_path_matches_the_plain_layer(path, out, monkeypatch):
-    # Every fast path's second derivative takes fastkan.higher for the Gaussian: the Poisson step's
+    # Every fast path's second derivative takes fastkan.paths.higher for the Gaussian: the Poisson step's
     # parameter gradients (third order in the input) equal the plain composition's.
     calls = []
     original = higher.derivative
@@ -106,7 +107,7 @@ def test_a_laplacian_loss_through_every_path_matches_the_plain_layer(path, out, 
             params = [p for p in model.parameters() if p.requires_grad]
             # A bias is constant in x: the Laplacian does not depend on it.
             results.append(torch.autograd.grad(lap.pow(2).sum(), params, allow_unused=True))
-        assert bool(calls) == fused, f"fastkan.higher taken {len(calls)} times"
+        assert bool(calls) == fused, f"fastkan.paths.higher taken {len(calls)} times"
     assert sum(g is not None for g in results[0]) >= 4
     for a, b in zip(*results):
         assert (a is None) == (b is None)

@@ -1,28 +1,42 @@
-"""fastkan's modules import one another without a circle, and use no other module's private names."""
+"""fastkan's modules import one another without a circle, use no other module's private names, and no
+evaluation path imports another."""
 
 import ast
 import re
 from pathlib import Path
 
+from fastkan.explain import PATHS
+
 PACKAGE = Path(__file__).resolve().parents[1] / "fastkan"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+# Dotted names below the package: "layer", "paths.fused".
+MODULES = sorted(
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py") if p.stem != "__init__"
+)
+
+
+def _file(module: str) -> Path:
+    return PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def _imports(module: str) -> set[str]:
     """The package's modules that ``module`` imports when it is imported (not inside functions)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    tree = ast.parse(_file(module).read_text())
+    package = module.split(".")[:-1]
     out = set()
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[: len(package) - (node.level - 1)]
             if node.module:
-                out.add(node.module.split(".")[0])
-            else:
-                out.update(alias.name for alias in node.names)
+                out.add(".".join([*base, *node.module.split(".")]))
+                base = [*base, *node.module.split(".")]
+            out.update(".".join([*base, alias.name]) for alias in node.names)
     return out & set(MODULES)
 
 
 def test_no_import_circle():
     graph = {m: _imports(m) for m in MODULES}
+    assert graph["layer"] >= {"dispatch", "modes", "paths.small"}  # the parser sees both kinds of import
+    assert graph["paths.fused"] >= {"paths.common", "paths.one_output"}
     done, path = set(), []
 
     def visit(m):
@@ -39,12 +53,21 @@ def test_no_import_circle():
         visit(m)
 
 
+def test_no_path_imports_another():
+    paths = {".".join(Path(p.module).relative_to("fastkan").with_suffix("").parts) for p in PATHS}
+    paths.discard("layer")  # the plain composition
+    assert paths == {"paths.small", "paths.compiled", "paths.rows", "paths.local", "paths.triton_spline", "paths.fused"}
+    crossing = {m: _imports(m) & paths for m in paths}
+    assert not any(crossing.values()), crossing
+
+
 def test_no_private_name_of_another_module():
     used = []
     for m in MODULES:
-        text = (PACKAGE / f"{m}.py").read_text()
-        imported = {n for n in _imports(m) if re.search(rf"from \. import [\w, ]*\b{n}\b", text)}
-        for other in imported:
-            used += [f"{m}: {hit}" for hit in re.findall(rf"\b{other}\._[a-z]\w*", text)]
-        used += [f"{m}: {hit}" for hit in re.findall(r"from \.\w+ import _\w+", text)]
+        text = _file(m).read_text()
+        for other in _imports(m):
+            name = other.split(".")[-1]
+            if re.search(rf"from \.+[\w.]* import [\w, ]*\b{name}\b", text):
+                used += [f"{m}: {hit}" for hit in re.findall(rf"\b{name}\._[a-z]\w*", text)]
+        used += [f"{m}: {hit}" for hit in re.findall(r"from \.+[\w.]* import _\w+", text)]
     assert not used

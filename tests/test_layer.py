@@ -19,16 +19,16 @@ from fastkan import (
     RadialBasis,
     dispatch,
     matched_mlp,
-    rows,
 )
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 from fastkan.mlp import matched_hidden
+from fastkan.paths import rows
 
 
 # Every test here runs once per evaluation path of the fused layer, forced by fastkan.dispatch.forcing:
 # the basis rebuilt in backward block by block (test_backward_rebuilds_a_basis_whole_... covers it
-# rebuilt whole), the basis kept for backward, the compiled one-output kernels (fastkan.compiled), the
-# small calls' node (fastkan.small: the whole layer as one autograd node) and row blocks (fastkan.rows).
+# rebuilt whole), the basis kept for backward, the compiled one-output kernels (fastkan.paths.compiled), the
+# small calls' node (fastkan.paths.small: the whole layer as one autograd node) and row blocks (fastkan.paths.rows).
 # The compact bases' local path has its own tests (tests/test_local.py).
 @pytest.fixture(autouse=True, params=[p for p in dispatch.FORCE if p not in dispatch.COMPACT_ONLY])
 def fused_path(request):
@@ -143,7 +143,7 @@ def test_weight_gradient_without_an_input_gradient_matches_reference(basis, out)
 
 
 @pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "expit", "centred-expit"])
-# The last two grids reach past fastkan.fused.WIDE_GRID widths from their middle: their input gradient sums
+# The last two grids reach past fastkan.paths.common.WIDE_GRID widths from their middle: their input gradient sums
 # its centres in groups (two, then five).
 @pytest.mark.parametrize("grid", [(-2.0, 2.0, 8), (10.0, 12.0, 8), (-300.0, 300.0, 64), (-1000.0, 1000.0, 160)])
 @pytest.mark.parametrize("out", [3, 60, 1], ids=["feature-major", "input-major", "centre-major"])
@@ -169,7 +169,7 @@ def test_square_shortcut_is_accurate_in_float32(basis, grid, out):
 
 @pytest.mark.parametrize("out", [3, 30, 1], ids=["feature-major", "input-major-gathered-grad-w", "centre-major"])
 def test_fused_path_blocks_match_one_block(monkeypatch, fused_path, out):
-    import fastkan.fused as fused
+    import fastkan.paths.common as common
 
     # A kept basis is built in one block; where it is input-major (out=30), the input gradient's product
     # with it still runs in column blocks.
@@ -183,7 +183,7 @@ def test_fused_path_blocks_match_one_block(monkeypatch, fused_path, out):
     x = torch.randn(20, 50, dtype=torch.float64, requires_grad=True)
     y1 = layer(x)
     g1 = torch.autograd.grad(y1.sum(), [x, layer.spline_linear.weight])
-    monkeypatch.setattr(fused, "_block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block, the last one short
+    monkeypatch.setattr(common, "block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block, the last one short
     y2 = layer(x)
     g2 = torch.autograd.grad(y2.sum(), [x, layer.spline_linear.weight])
     torch.testing.assert_close(y1, y2)
@@ -387,14 +387,14 @@ def test_bad_model_sizes():
 
 
 def test_small_calls_take_one_node_and_large_ones_keep_or_rebuild(monkeypatch, record_calls):
-    import fastkan.fused as fused
-    import fastkan.small as small
+    import fastkan.paths.fused as fused
+    import fastkan.paths.small as small
 
     calls = record_calls(fused._FusedSpline, "apply")
     small_calls = record_calls(small._SmallLayers, "apply")
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 4 * 5 * 8)
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 4 * 5 * 8 * 4 * 2)
-    monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 1 << 40)  # the rebuilt call below: not fastkan.rows
+    monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 1 << 40)  # the rebuilt call below: not fastkan.paths.rows
     layer = FastKANLayer(5, 2)
     y = layer(torch.randn(4, 5))  # 160 basis values: small
     assert calls == [] and len(small_calls) == 1
@@ -455,8 +455,8 @@ def test_a_stack_of_small_layers_matches_the_plain_composition(options, frozen):
 
 
 def test_a_stack_is_one_node_only_where_every_layer_takes_the_small_node(monkeypatch, record_calls):
-    import fastkan.fused as fused
-    import fastkan.small as small
+    import fastkan.paths.fused as fused
+    import fastkan.paths.small as small
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 1 << 40)
     calls = record_calls(small._SmallLayers, "apply")
@@ -480,7 +480,7 @@ def test_a_stack_is_one_node_only_where_every_layer_takes_the_small_node(monkeyp
 
 @pytest.mark.parametrize("out", [3, 1])
 def test_autocast_keeps_small_calls_out_of_the_small_node(record_calls, out):
-    import fastkan.small as small
+    import fastkan.paths.small as small
 
     calls = record_calls(small._SmallLayers, "apply")
     torch.manual_seed(0)
@@ -495,13 +495,14 @@ def test_autocast_keeps_small_calls_out_of_the_small_node(record_calls, out):
 
 
 def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_calls, fused_path, monkeypatch):
-    import fastkan.compiled as compiled
-    import fastkan.fused as fused
+    import fastkan.paths.compiled as compiled
+    import fastkan.paths.fused as fused
+    import fastkan.paths.one_output as one_output
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
 
     # With the compiled kernels on, they take these layers; else the eager centre-major path does.
-    calls = record_calls(compiled.OneOutput if fused_path == "compiled" else fused._OneOutput, "apply")
+    calls = record_calls(compiled.OneOutput if fused_path == "compiled" else one_output._OneOutput, "apply")
     x = torch.randn(6, 5)
     took = []
     for basis in BASES:
@@ -521,7 +522,7 @@ def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_c
 
 
 def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
-    import fastkan.fused as fused
+    import fastkan.paths.fused as fused
     from perf.measure.memory import saved_tensor_bytes
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)
@@ -541,7 +542,7 @@ def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
 
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
 def test_the_small_node_keeps_the_basis_derivative_only_for_an_input_gradient(monkeypatch, basis):
-    import fastkan.fused as fused
+    import fastkan.paths.fused as fused
     from perf.measure.memory import saved_tensor_bytes
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 1 << 40)
@@ -553,19 +554,20 @@ def test_the_small_node_keeps_the_basis_derivative_only_for_an_input_gradient(mo
 
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
 def test_backward_rebuilds_a_basis_whole_within_its_budget_and_saves_no_more(monkeypatch, basis):
-    import fastkan.fused as fused
+    import fastkan.paths.common as common
+    import fastkan.paths.fused as fused
     from perf.measure.memory import saved_tensor_bytes
 
     monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
     monkeypatch.setattr(fused, "KEEP_BASIS_BYTES", 0)
-    monkeypatch.setattr(fused, "_block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block
-    monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 1 << 40)  # feature blocks, not fastkan.rows
+    monkeypatch.setattr(common, "block_elements", lambda: 20 * 8 * 3)  # 3 inputs a block
+    monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 1 << 40)  # feature blocks, not fastkan.paths.rows
     torch.manual_seed(0)
     layer = FastKANLayer(10, 3, basis=basis)
     x = torch.randn(20, 10, requires_grad=True)
     results, saved, steps = [], [], []
-    real = fused._step
-    monkeypatch.setattr(fused, "_step", lambda *a: steps.append(real(*a)) or steps[-1])
+    real = common.inputs_per_block
+    monkeypatch.setattr(common, "inputs_per_block", lambda *a: steps.append(real(*a)) or steps[-1])
     for budget in (0, 1 << 20):
         monkeypatch.setattr(fused, "WHOLE_BACKWARD_BYTES", budget)
         y = layer(x)

@@ -1,13 +1,14 @@
-"""fastkan.local: compact bases on large grids from the bumps near each input, against the plain composition."""
+"""fastkan.paths.local: compact bases on large grids from the bumps near each input, against the plain composition."""
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastkan import FastKANLayer, local
+from fastkan import FastKANLayer
 from fastkan.bases import SUPPORTS, register
 from fastkan.dispatch import COMPACT_ONLY, forcing
+from fastkan.paths import local
 
 COMPACT = sorted(SUPPORTS)
 
@@ -143,7 +144,7 @@ def test_the_layer_takes_it_and_matches_the_reference(record_calls):
     reference = FastKANLayer(16, 8, num_grids=64, basis="bspline", fused=False, dtype=torch.float64)
     reference.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
     calls = record_calls(local, "local_spline")
-    x = torch.randn(512, 16)  # above fastkan.fused.PLAIN_ELEMENTS basis values
+    x = torch.randn(512, 16)  # above fastkan.paths.fused.PLAIN_ELEMENTS basis values
     y = layer(x)
     assert len(calls) == 1
     expected = reference(x.double())

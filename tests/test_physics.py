@@ -114,12 +114,12 @@ def test_the_pde_step_timer_runs_and_refuses_wrong_layers(capsys):
 
     assert main(["--layers", "2,4,1", "--points", "16", "--rounds", "5"]) == 0
     out = capsys.readouterr().out
-    assert "fastkan.higher on" in out and "fastkan / plain-fastkan:" in out and "[" in out
+    assert "fastkan.paths.higher on" in out and "fastkan / plain-fastkan:" in out and "[" in out
     assert main(["--layers", "2,4,1", "--points", "16", "--rounds", "5", "--no-higher"]) == 0
-    assert "fastkan.higher off" in capsys.readouterr().out
-    import fastkan.higher
+    assert "fastkan.paths.higher off" in capsys.readouterr().out
+    import fastkan.paths.higher
 
-    assert fastkan.higher.ENABLED  # restored after the run
+    assert fastkan.paths.higher.ENABLED  # restored after the run
     with pytest.raises(SystemExit):
         main(["--layers", "3,4,1"])
     assert "must start with 2" in capsys.readouterr().err

@@ -1,11 +1,12 @@
-"""fastkan.rows: the row-blocked spline path agrees with the feature-blocked one, and is taken only where it applies."""
+"""fastkan.paths.rows: the row-blocked spline path agrees with the feature-blocked one, and is taken only where it
+applies."""
 
 import pytest
 import torch
 
 import fastkan.dispatch as dispatch
-import fastkan.fused as fused
-import fastkan.rows as rows
+import fastkan.paths.fused as fused
+import fastkan.paths.rows as rows
 from fastkan import FastKAN, FastKANLayer
 from fastkan.bases import OF_NEG_SQUARE_DERIVATIVES
 
@@ -113,7 +114,7 @@ def test_row_blocks_are_taken_only_where_they_apply(monkeypatch):
     assert not takes(n=79)  # fewer than two blocks of rows
     assert not takes(in_dim=12, n=95)  # fewer rows than basis values in a row (12 x 8), 13 rows a block
     assert takes(in_dim=12, n=96)
-    assert not takes(out=1)  # one output: fastkan.compiled or fused._OneOutput
+    assert not takes(out=1)  # one output: fastkan.paths.compiled or fastkan.paths.one_output
     assert not takes(out=80)  # no more rows than outputs
     assert not takes(keep=1 << 20)  # a basis small enough to keep
     assert not takes(basis="gauss-p3")  # no basis of -d**2

@@ -16,7 +16,7 @@ pytest.importorskip("triton", reason="Triton is not installed (pip install trito
 
 CHECK = r"""
 import contextlib, json, torch, fastkan
-from fastkan.triton_spline import available, triton_spline
+from fastkan.paths.triton_spline import available, triton_spline
 
 @contextlib.contextmanager
 def no_host_reads():
@@ -81,7 +81,7 @@ def test_falls_back_where_it_cannot_run(results):
 
 def test_cpu_tensors_never_take_the_triton_path_outside_the_interpreter():
     from fastkan import FastKANLayer
-    from fastkan.triton_spline import available
+    from fastkan.paths.triton_spline import available
 
     layer = FastKANLayer(4, 2)
     if os.environ.get("TRITON_INTERPRET") != "1":
@@ -93,7 +93,7 @@ def test_cpu_tensors_never_take_the_triton_path_outside_the_interpreter():
 @pytest.mark.parametrize("basis", ["gaussian", "inverse-quadratic", "rswaf"])
 def test_cuda_layer_takes_the_triton_path_and_matches_the_reference(basis):
     from fastkan import FastKANLayer
-    from fastkan.triton_spline import available
+    from fastkan.paths.triton_spline import available
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)

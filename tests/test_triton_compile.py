@@ -49,8 +49,8 @@ def test_a_pairwise_cover_of_the_kernels_compiles_for_sm80_and_sm90(tmp_path):
 
 
 def test_the_pairwise_cover_builds_every_pair_of_the_full_product():
+    from fastkan.paths.triton_spline import CONFIGS, DTYPES, PRECISIONS, TRITON_BASES
     from fastkan.triton_aot import pairs, variants
-    from fastkan.triton_spline import CONFIGS, DTYPES, PRECISIONS, TRITON_BASES
 
     every = variants()
     # 3 kernels x every basis kind x ieee/tf32 x float32/bfloat16/float16 x every autotune config x 2 targets.
@@ -65,11 +65,11 @@ def test_the_pairwise_cover_builds_every_pair_of_the_full_product():
 PLANTED = r"""
 import importlib.util, json, sys
 from pathlib import Path
-src = Path("fastkan/triton_spline.py").read_text()
+src = Path("fastkan/paths/triton_spline.py").read_text()
 old = "_EXP_CAP = tl.constexpr(_EXP_CAP_VALUE)"
 assert old in src
-planted = src.replace(old, "_EXP_CAP = float(_EXP_CAP_VALUE)").replace("from .bases", "from fastkan.bases")
-planted = planted.replace("from . import higher", "from fastkan import higher")
+planted = src.replace(old, "_EXP_CAP = float(_EXP_CAP_VALUE)").replace("from ..bases", "from fastkan.bases")
+planted = planted.replace("from . import higher", "from fastkan.paths import higher")
 path = Path(sys.argv[1]) / "planted_spline.py"
 path.write_text(planted)
 spec = importlib.util.spec_from_file_location("planted_spline", path)

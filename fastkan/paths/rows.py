@@ -1,6 +1,6 @@
 """The spline path of large batches: the basis built block by block of rows.
 
-``fastkan.fused`` blocks the basis by input features: each block's product adds into the
+``fastkan.paths.fused`` blocks the basis by input features: each block's product adds into the
 whole (out, N) result, which a large batch makes large (batch-4096's first layer: 4 MiB,
 re-read and re-written by each of its 32 blocks), and its backward rebuilds the basis
 whole or in blocks of that shape. Here a block is R whole rows of the batch with every
@@ -12,8 +12,8 @@ backward adds each block's share of the weight gradient and computes the block's
 gradient from its own rows, in buffers of one block. Only the inputs are saved.
 
 Taken on the CPU, in eager mode, for bases of ``-d**2`` with their derivative on a
-frozen grid (``fused.neg_square_backward``), a basis too large to keep
-(``fused.KEEP_BASIS_BYTES``), more rows than outputs, at least as many rows as basis values
+frozen grid (``fastkan.paths.common.neg_square_backward``), a basis too large to keep
+(``fastkan.paths.fused.KEEP_BASIS_BYTES``), more rows than outputs, at least as many rows as basis values
 per row (``BATCH_PER_COLUMN``) and at least two blocks of rows.
 On batch-4096 ([256, 256, 1], 8 centres, 1 thread; docs/results/large-batches.md),
 ``lean-fastkan`` went from 1.19x to 0.98x flashkan's forward + backward time in the suite's
@@ -28,14 +28,15 @@ import functools
 import torch
 from torch import Tensor
 
-from . import fused, higher, modes
+from .. import modes
+from . import common, higher
 
 # Basis values per block of rows and torch thread: 2 MiB in float32. On batch-4096's first layer,
 # alternating, 21 rounds: 2**18 to 2**21 timed within the noise of one another (medians 1.09x,
 # 1.03x, 1.04x and 0.99x flashkan's time; each interval about +-15%).
 BLOCK_ELEMENTS = 1 << 19
 
-# Each block of rows reads the whole (out, in * G) weight; each block of features (fastkan.fused)
+# Each block of rows reads the whole (out, in * G) weight; each block of features (fastkan.paths.fused)
 # reads and writes the whole (out, N) result: per call their traffic differs by (in * G) / N. Rows
 # are taken where the batch has at least BATCH_PER_COLUMN times as many rows as each row has basis
 # values. Forward + backward, rows against feature blocks, lean-fastkan, 1 thread, alternating, 11
@@ -60,8 +61,8 @@ def takes(u: Tensor, basis, weight: Tensor, keep_bytes: int) -> bool:
         and 1 < weight.shape[0] < n
         and in_dim * g * BATCH_PER_COLUMN <= n
         and n >= 2 * _rows(in_dim, g)
-        and not fused.keeps(u, g, keep_bytes)
-        and fused.neg_square_backward(basis, u, *basis.tensors())
+        and not common.keeps(u, g, keep_bytes)
+        and common.neg_square_backward(basis, u, *basis.tensors())
     )
 
 
@@ -70,7 +71,7 @@ class _Blocks:
 
     def __init__(self, u: Tensor, grid: Tensor, h: Tensor, weight: Tensor, basis):
         self.u, self.basis, self._weight = u, basis, weight
-        self.k = fused.constants(grid, h)  # CPU: inv_h, centre and far are Python numbers
+        self.k = common.constants(grid, h)  # CPU: inv_h, centre and far are Python numbers
         self.scale = -basis.neg_square_scale * self.k.inv_h * self.k.inv_h
         in_dim, g = u.shape[1], grid.numel()
         self.step = _rows(in_dim, g)
@@ -88,7 +89,7 @@ class _Blocks:
         for a in range(0, n, self.step):
             b = min(n, a + self.step)
             v = (self.u[a:b] - k.centre).clamp_(-k.far, k.far)
-            d = fused.scaled_square_(torch.sub(v[:, None, :], k.c[:, None], out=self.buf[: b - a]), self.scale)
+            d = common.scaled_square_(torch.sub(v[:, None, :], k.c[:, None], out=self.buf[: b - a]), self.scale)
             yield a, b, v, self.basis.of_neg_square(d).view(b - a, -1)
 
     def unpermute(self, grad: Tensor) -> Tensor:
@@ -131,7 +132,7 @@ class _RowBlocks(torch.autograd.Function):
                 # (2, G) of k.rows sum the output gradient times k' over the centres.
                 q = torch.mm(go, blocks.weight, out=q_buf[: b - a])
                 q.mul_(ctx.basis.of_neg_square_derivative(phi))
-                fused.v_s1_minus_s2(
+                common.v_s1_minus_s2(
                     blocks.k.rows,
                     q,
                     v,

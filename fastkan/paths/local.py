@@ -20,7 +20,7 @@ inputs, batch 256, 1 thread (this project's CPU, torch 2.13), against the dense 
 ``bspline`` with 256 outputs at G = 16 took 27 against 35 ms (scattered), at G = 64 64 against
 143 (embedding_bag); with one output at G = 64 13 against 38 (scattered); ``hat`` with 256 outputs
 at G = 16 22 against 24 (scattered), at G = 32 26 against 46 (embedding_bag). There is no double
-backward: build the layer with ``fused=False`` for higher derivatives, as for ``fastkan.fused``.
+backward: build the layer with ``fused=False`` for higher derivatives, as for ``fastkan.paths.fused``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import higher, modes
+from .. import modes
+from . import higher
 
 # The local path needs at least this many centres per candidate (G >= LOCAL_RATIO * K) and at least
 # LOCAL_GRID centres: with 8, the suite measured hat and wendland (K = 2) slower than the dense path

@@ -2,9 +2,9 @@
 
 ``basis(u).flatten(-2) @ weight.T`` without the (N, in, G) basis tensor ever
 reaching GPU memory, forward and backward (weight and input gradients; a
-trainable grid or width falls back to ``fastkan.fused``). Supported bases are
+trainable grid or width falls back to ``fastkan.paths.fused``). Supported bases are
 those in ``TRITON_BASES``. Where Triton or CUDA is missing, ``available``
-says no and the layer uses ``fastkan.fused``. With ``TRITON_INTERPRET=1`` the
+says no and the layer uses ``fastkan.paths.fused``. With ``TRITON_INTERPRET=1`` the
 kernels run on CPU tensors, which is how the tests check them.
 """
 
@@ -21,8 +21,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
+from ..bases import EXP_CAP as _EXP_CAP_VALUE
 from . import higher
-from .bases import EXP_CAP as _EXP_CAP_VALUE
 
 #: basis name -> kernel code of its formula
 TRITON_BASES = {"gaussian": 0, "inverse-quadratic": 1, "rswaf": 2}

@@ -35,7 +35,9 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import fused, higher, modes
+from .. import modes
+from . import common, higher
+from .one_output import one_output_backward
 
 ENABLED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
 _LOG = logging.getLogger("fastkan")
@@ -43,7 +45,7 @@ _LOG = logging.getLogger("fastkan")
 # At or below this many basis values per call (batch x inputs x centres) the plain composition is
 # faster: each compiled call costs tens of microseconds before it starts. Measured forward +
 # backward on [256 -> 1] layers with 8 centres, 1 thread: 32 rows (65536 values) took 1.14x plain's
-# time, 64 rows 0.85x, 128 rows 0.49x. fastkan.fused.PLAIN_ELEMENTS, if lower, wins.
+# time, 64 rows 0.85x, 128 rows 0.49x. fastkan.paths.fused.PLAIN_ELEMENTS, if lower, wins.
 PLAIN_ELEMENTS = 1 << 16
 _KERNELS: dict = {}
 _broken: list[str] = []  # why compiling failed on this machine, once it has
@@ -69,7 +71,7 @@ def _reductions(of_neg_square, derivative, scale: float, dtype: torch.dtype):
         return (of_neg_square((d * d) * scale) * go[:, None, None]).sum(0)
 
     def input_grad(u: Tensor, c: Tensor, inv_h: Tensor, w: Tensor, go: Tensor) -> Tensor:
-        """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- fused.FAR h."""
+        """grad_u (N, in) for the output gradient go (N,); u clamped to the grid +- common.FAR h."""
         d = (u[:, None, :] - c[:, None]) * inv_h
         return (derivative(of_neg_square((d * d) * scale)) * w * d).sum(1) * (go[:, None] * (-2.0 * inv_h))
 
@@ -129,7 +131,7 @@ class _Groups:
             )
             return _Groups(values, float(h), scale, grid.dtype) if uniform else None
 
-        return fused.cached(_GROUPS, (grid.dtype, float(h), scale, *values), make)
+        return common.cached(_GROUPS, (grid.dtype, float(h), scale, *values), make)
 
 
 _GROUPS: dict = {}
@@ -310,10 +312,10 @@ class OneOutput(torch.autograd.Function):
         if need_w:
             grad_w = ctx.kernels[1](u.detach(), c, inv_h, go).t().reshape(1, in_dim * g)
         if need_u:
-            # As in fastkan.fused: an infinite d**2 would give a capped basis value times an unbounded d.
+            # As in fastkan.paths.fused: an infinite d**2 would give a capped basis value times an unbounded d.
             # Forward needs no clamp (an infinite d**2 gives the capped value either way), and clamping
             # every d there cost it a quarter of its time.
-            far = float(fused.FAR * h)  # this path runs on the CPU only: reading h costs nothing
+            far = float(common.FAR * h)  # this path runs on the CPU only: reading h costs nothing
             v = u.clamp(float(grid.min()) - far, float(grid.max()) + far)
             grad_u = ctx.kernels[2](v, c, inv_h, _weights(weight, in_dim, g, None), go)
         return grad_u, None, None, grad_w, None, None, None
@@ -341,7 +343,7 @@ def _groups(basis, grid: Tensor, h: Tensor) -> _Groups | None:
 
 def _named(name: str, grid: Tensor, h: Tensor) -> types.SimpleNamespace:
     """What ``one_output`` and ``_kernels`` read of a RadialBasis, from the registries by its name."""
-    from .bases import BASES, EXPONENTIAL, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES
+    from ..bases import BASES, EXPONENTIAL, NEG_SQUARE_SCALES, OF_NEG_SQUARE, OF_NEG_SQUARE_DERIVATIVES
 
     return types.SimpleNamespace(
         name=name,
@@ -382,7 +384,7 @@ if OPERATORS:
         groups = _groups(named, grid, h)
         kernels = None if _specialises(u) else _kernels(named, u.dtype, groups)
         if kernels is None:  # not compiled here after all, or one row: the eager one-output backward
-            grad_u, grad_w = fused.one_output_backward(grad_out, u, grid, h, weight, named, (need_u, need_w))
+            grad_u, grad_w = one_output_backward(grad_out, u, grid, h, weight, named, (need_u, need_w))
         else:
             ctx = types.SimpleNamespace(
                 saved_tensors=(u, grid, h, weight),
@@ -426,5 +428,5 @@ def operator_applies(u: Tensor, basis, weight: Tensor) -> bool:
         and u.device.type == "cpu"
         and u.dtype in (torch.float32, torch.float64)
         and u.shape[0] * weight.shape[1] > PLAIN_ELEMENTS
-        and fused.is_one_output(basis, u, weight)
+        and common.is_one_output(basis, u, weight)
     )

@@ -1,6 +1,6 @@
 """A small call's whole layer (LayerNorm, spline path and SiLU base branch) as one autograd node (CPU).
 
-For calls of at most ``fastkan.fused.PLAIN_ELEMENTS`` basis values, the fixed
+For calls of at most ``fastkan.paths.fused.PLAIN_ELEMENTS`` basis values, the fixed
 costs of each operation decide the time: the plain composition records some
 ten autograd nodes per layer (LayerNorm, the SiLU, the base product, the
 subtraction, the basis' steps, the spline product), and each costs backward a
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import fused, higher, modes
+from .. import modes
+from . import common, higher
 
 _silu_backward = torch.ops.aten.silu_backward
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward
@@ -42,7 +43,7 @@ def kind(x: Tensor, basis) -> str | None:
     # recorded for backward; this node's products would not.
     if x.device.type != "cpu" or grid.requires_grad or h.requires_grad or modes.is_compiling() or _autocast():
         return None
-    if fused.neg_square_backward(basis, x, grid, h):
+    if common.neg_square_backward(basis, x, grid, h):
         return "neg_square"
     return "d" if basis.derivative is not None else None
 
@@ -90,12 +91,12 @@ def _evaluate(x, ln_weight, ln_bias, weight, base_weight, base_bias, basis, kind
     grad_d = None
     if kind == "neg_square":
         phi = basis.of_neg_square(
-            torch.addcmul(fused.zero(d.dtype), d, d, value=-basis.neg_square_scale * inv_h * inv_h)
+            torch.addcmul(common.zero(d.dtype), d, d, value=-basis.neg_square_scale * inv_h * inv_h)
         )
         if need_u:
             # d/du of k(-(u - c)**2 / h**2) is k'(phi) * (u - c) * -2 / h**2.
             grad_d = torch.addcmul(
-                fused.zero(d.dtype), d, basis.of_neg_square_derivative(phi), value=-2.0 * inv_h * inv_h
+                common.zero(d.dtype), d, basis.of_neg_square_derivative(phi), value=-2.0 * inv_h * inv_h
             )
         d = None
     else:
@@ -160,7 +161,8 @@ class _SmallLayers(torch.autograd.Function):
 
 
 def _plain(x: Tensor, meta, tensors) -> Tensor:
-    """The layers of ``meta`` as a composition of torch operations (and fastkan.higher's), for a second derivative."""
+    """The layers of ``meta`` as a composition of torch operations (and fastkan.paths.higher's), for a second
+    derivative."""
     for i, (basis, _, eps) in enumerate(meta):
         ln_weight, ln_bias, weight, base_weight, base_bias = tensors[_PER_LAYER * i : _PER_LAYER * (i + 1)]
         u = x if eps is None else F.layer_norm(x, (x.shape[1],), ln_weight, ln_bias, eps)

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from . import modes
-from .bases import nth_derivative_of
+from .. import modes
+from ..bases import nth_derivative_of
 
 Nth = Callable[[Tensor, int], Tensor]
 
@@ -34,7 +34,7 @@ Nth = Callable[[Tensor, int], Tensor]
 # its backward) on FastKAN([2, 64, 64, 1]) with 1024 points took 0.67x plain-fastkan's time with
 # them, 1.24x where autograd took the plain composition (python -m perf.pde_step, with and without
 # --no-higher; docs/design/paths.md). FASTKAN_COMPILE=0 keeps them eager, as it does
-# fastkan.compiled's kernels; so does COMPILED = False.
+# fastkan.paths.compiled's kernels; so does COMPILED = False.
 COMPILED = os.environ.get("FASTKAN_COMPILE", "1") != "0"
 # False: every second derivative differentiates the plain composition, as before these Functions
 # existed (python -m perf.pde_step --no-higher compares the two).
