@@ -494,13 +494,12 @@ def test_autocast_keeps_small_calls_out_of_the_small_node(record_calls, out):
     assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
 
 
-def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_calls, fused_path, monkeypatch):
+def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_calls, fused_path):
     import fastkan.paths.compiled as compiled
-    import fastkan.paths.fused as fused
     import fastkan.paths.one_output as one_output
 
-    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)  # the "small" path's calls too
-
+    if fused_path == "small":
+        pytest.skip("the small node takes these calls whole; the other forced paths reach the centre-major one")
     # With the compiled kernels on, they take these layers; else the eager centre-major path does.
     calls = record_calls(compiled.OneOutput if fused_path == "compiled" else one_output._OneOutput, "apply")
     x = torch.randn(6, 5)
@@ -521,35 +520,33 @@ def test_one_output_takes_the_centre_major_path_for_bases_of_the_square(record_c
     torch.testing.assert_close(layer.spline_linear.weight.grad, 2 * g1)
 
 
-def test_a_kept_basis_is_smaller_than_the_budget_and_saved(monkeypatch):
-    import fastkan.paths.fused as fused
+def test_a_kept_basis_is_smaller_than_the_budget_and_saved():
     from perf.measure.memory import saved_tensor_bytes
 
-    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 0)
     torch.manual_seed(0)
     layer = FastKANLayer(50, 3, layernorm_affine=False, keep_basis_bytes=20 * 50 * 8 * 4)
     x = torch.randn(20, 50)
-    kept = saved_tensor_bytes(layer, lambda: layer(x))
-    layer.keep_basis_bytes = 0
-    rebuilt = saved_tensor_bytes(layer, lambda: layer(x))
-    assert kept - rebuilt == 20 * 50 * 8 * 4  # the (N, in * G) float32 basis
-    x.requires_grad_()  # the input gradient needs the centred inputs (N, in) as well
-    layer.keep_basis_bytes = 20 * 50 * 8 * 4
-    kept = saved_tensor_bytes(layer, lambda: layer(x))
-    layer.keep_basis_bytes = 0
-    assert kept - saved_tensor_bytes(layer, lambda: layer(x)) == 20 * 50 * 9 * 4
+    with dispatch.forcing("kept"):  # the fused blocks; the layer's keep_basis_bytes sets the budget
+        kept = saved_tensor_bytes(layer, lambda: layer(x))
+        layer.keep_basis_bytes = 0
+        rebuilt = saved_tensor_bytes(layer, lambda: layer(x))
+        assert kept - rebuilt == 20 * 50 * 8 * 4  # the (N, in * G) float32 basis
+        x.requires_grad_()  # the input gradient needs the centred inputs (N, in) as well
+        layer.keep_basis_bytes = 20 * 50 * 8 * 4
+        kept = saved_tensor_bytes(layer, lambda: layer(x))
+        layer.keep_basis_bytes = 0
+        assert kept - saved_tensor_bytes(layer, lambda: layer(x)) == 20 * 50 * 9 * 4
 
 
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
-def test_the_small_node_keeps_the_basis_derivative_only_for_an_input_gradient(monkeypatch, basis):
-    import fastkan.paths.fused as fused
+def test_the_small_node_keeps_the_basis_derivative_only_for_an_input_gradient(basis):
     from perf.measure.memory import saved_tensor_bytes
 
-    monkeypatch.setattr(fused, "PLAIN_ELEMENTS", 1 << 40)
     layer = FastKANLayer(50, 3, basis=basis, layernorm_affine=False)
     x = torch.randn(20, 50)
-    without = saved_tensor_bytes(layer, lambda: layer(x))
-    assert saved_tensor_bytes(layer, lambda: layer(x.requires_grad_())) - without == 20 * 50 * 8 * 4
+    with dispatch.forcing("small"):
+        without = saved_tensor_bytes(layer, lambda: layer(x))
+        assert saved_tensor_bytes(layer, lambda: layer(x.requires_grad_())) - without == 20 * 50 * 8 * 4
 
 
 @pytest.mark.parametrize("basis", ["gaussian", "rswaf"])
