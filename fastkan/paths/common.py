@@ -42,14 +42,15 @@ def keeps(u: Tensor, num_grids: int, keep_bytes: int) -> bool:
 
 
 def feature_blocks(in_dim: int, step: int):
+    """(start, stop) of each block of ``step`` input features; the last may be shorter."""
     for start in range(0, in_dim, step):
         yield start, min(in_dim, start + step)
 
 
 # Centres farther than this many widths from their sums' reference make the input gradient's
-# v * S1 - S2 (fastkan.paths.fused's _backward_neg_square) cancel that many times over: in float32, on a grid of 64
-# centres over [-300, 300] summed about its middle (31.5 widths), up to 7e-4 grid spacings off the
-# plain path's gradient. A wider grid sums its centres in groups, each about its own middle
+# v * S1 - S2 (fastkan.paths.fused's _backward_neg_square) cancel that many times over: in
+# float32, on a grid of 64 centres over [-300, 300] summed about its middle (31.5 widths), up to
+# 7e-4 grid spacings off the plain path's gradient. A wider grid sums its centres in groups, each about its own middle
 # (``Constants.refs``; docs/design/paths.md).
 WIDE_GRID = 16.0
 
