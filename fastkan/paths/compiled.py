@@ -286,14 +286,9 @@ class OneOutput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        u, grid, h, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            return (
-                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.fn),
-                None,
-                None,
-                None,
-            )
+            return higher.double_backward(ctx, grad_out, ctx.fn, 3)
+        u, grid, h, weight = ctx.saved_tensors
         in_dim, g = u.shape[1], grid.numel()
         go, c, inv_h = grad_out[:, 0].contiguous(), grid.detach(), 1.0 / h
         need_u, _, _, need_w = ctx.needs_input_grad[:4]

@@ -102,12 +102,7 @@ class _FusedSpline(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            u, grid, h, weight = ctx.saved_tensors[:4]
-            return (
-                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.basis.fn),
-                None,
-                None,
-            )
+            return higher.double_backward(ctx, grad_out, ctx.basis.fn, 2)
         u, grid, h, weight, phi, v = ctx.saved_tensors
         need_u, need_grid, need_h, need_w = ctx.needs_input_grad[:4]
         basis = ctx.basis

@@ -207,3 +207,10 @@ def spline_double_backward(
     if nth is not None:
         return spline_gradients(needs, grad_out, u, grid, h, weight, nth)
     return modes.differentiate(lambda *a: modes.plain_spline(*a, fn), (u, grid, h, weight), needs[:4], grad_out)
+
+
+def double_backward(ctx, grad_out: Tensor, fn: Callable[[Tensor], Tensor], extra: int) -> tuple[Tensor | None, ...]:
+    """A fast path's backward under ``create_graph=True``, for a Function whose inputs are (u, grid, h,
+    weight) and ``extra`` more, and whose saved tensors begin with those four."""
+    u, grid, h, weight = ctx.saved_tensors[:4]
+    return (*spline_double_backward(wanted(ctx), grad_out, u, grid, h, weight, fn), *(None,) * extra)

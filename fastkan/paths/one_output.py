@@ -46,12 +46,7 @@ class _OneOutput(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            u, grid, h, weight = ctx.saved_tensors[:4]
-            return (
-                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.basis.fn),
-                None,
-                None,
-            )
+            return higher.double_backward(ctx, grad_out, ctx.basis.fn, 2)
         u, grid, h, weight, kept = ctx.saved_tensors
         need_u, _, _, need_w = ctx.needs_input_grad[:4]
         n, in_dim = u.shape

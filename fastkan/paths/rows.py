@@ -111,12 +111,9 @@ class _RowBlocks(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        u, grid, h, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            return (
-                *higher.spline_double_backward(higher.wanted(ctx), grad_out, u, grid, h, weight, ctx.basis.fn),
-                None,
-            )
+            return higher.double_backward(ctx, grad_out, ctx.basis.fn, 1)
+        u, grid, h, weight = ctx.saved_tensors
         need_u, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         blocks = _Blocks(u, grid, h, weight, ctx.basis)
         g, in_dim = blocks.buf.shape[1], blocks.buf.shape[2]
