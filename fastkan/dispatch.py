@@ -59,6 +59,11 @@ def spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None
 def operator(u: Tensor, basis, weight: Tensor) -> Tensor | None:
     """Inside the user's ``torch.compile``, where the layer is otherwise the plain composition: the
     operator that keeps our compiled one-output kernels in the model, or None where none applies."""
+    if u.shape[0] * weight.shape[1] <= compiled.PLAIN_ELEMENTS:
+        # The plain composition, compiled with the model, costs less there. Asked first, here: a
+        # call into compiled's functions would leave Dynamo guards (fastkan/layer.py, _as_function)
+        # that every compiled call of a small model checks.
+        return None
     if not compiled.operator_applies(u, basis, weight) or modes.plain_reason(u) != modes.COMPILING:
         return None
     if modes.transforms_active():  # the operator has no rule for torch.func's transforms

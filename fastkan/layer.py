@@ -21,14 +21,22 @@ from .bases import (
     SUPPORTS,
     get_basis,
 )
+
+# By name, not dispatch.operator: inside torch.compile a module reached two ways is one more check per call
+# (_as_function).
+from .dispatch import operator as compiled_operator
 from .paths import small
 
 
-def check_last_dim(x: Tensor, expected: int, what: str) -> None:
+def check_last_dim(x: Tensor, expected: int, what: str | nn.Module) -> None:
+    """A clear error unless x is a tensor of shape (..., expected); ``what`` names the caller, or is the
+    module whose class names it, looked up only for the error (type() inside torch.compile: _as_function)."""
+    if isinstance(x, Tensor) and x.dim() != 0 and x.shape[-1] == expected:
+        return
+    what = what if isinstance(what, str) else type(what).__name__
     if not isinstance(x, Tensor):
         raise TypeError(f"{what} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() == 0 or x.shape[-1] != expected:
-        raise ValueError(f"{what} expects input of shape (..., {expected}), got {tuple(x.shape)}")
+    raise ValueError(f"{what} expects input of shape (..., {expected}), got {tuple(x.shape)}")
 
 
 # torch's module-wide hooks (register_module_forward_hook and kin): dictionaries it fills in place.
@@ -46,12 +54,19 @@ _GLOBAL_HOOKS = tuple(
 
 def _as_function(module, kind: type) -> bool:
     """Whether forward may use ``module``'s tensors through functions: exactly a ``kind``, and no hooks to run."""
-    return type(module) is kind and not (
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-        or any(_GLOBAL_HOOKS)
+    # isinstance first: inside torch.compile, type() of two layers alone is one object reached two
+    # ways, which Dynamo checks before every compiled call (docs/results/modes.md); after isinstance it
+    # is not.
+    return (
+        isinstance(module, kind)
+        and type(module) is kind
+        and not (
+            module._forward_hooks
+            or module._forward_pre_hooks
+            or module._backward_hooks
+            or module._backward_pre_hooks
+            or any(_GLOBAL_HOOKS)
+        )
     )
 
 
@@ -228,7 +243,7 @@ class FastKANLayer(nn.Module):
         else:
             weight = spline_linear._parameters["weight"]
             if self.fused and modes.is_compiling():
-                y = dispatch.operator(u, basis, weight)
+                y = compiled_operator(u, basis, weight)
                 if y is not None:
                     return y if base is None else y + base
             # allowed: whether the current mode lets fast paths run (fastkan.modes); None asks it here.
@@ -240,7 +255,7 @@ class FastKANLayer(nn.Module):
             elif plain:
                 # RadialBasis.forward, not the module call: a small call pays for every call it makes.
                 phi = basis.forward(u).flatten(-2)
-                return F.linear(phi, weight) if base is None else torch.addmm(base, phi, weight.t())
+                return F.linear(phi, weight) if base is None else base.addmm(phi, weight.t())
             y = dispatch.spline(u, basis, weight, self.keep_basis_bytes)
         return y if base is None else y + base
 
@@ -284,7 +299,7 @@ class FastKANLayer(nn.Module):
 
     def _forward(self, x: Tensor, small_node: bool = True) -> Tensor:
         """``forward``; ``small_node=False`` keeps a small call off fastkan.paths.small's node (see FastKAN.forward)."""
-        check_last_dim(x, self.input_dim, type(self).__name__)
+        check_last_dim(x, self.input_dim, self)
         lead = x.shape[:-1] if x.dim() != 2 else None  # a batch of vectors needs no reshaping (small calls pay per op)
         if lead is not None:
             x = x.reshape(-1, self.input_dim)
@@ -292,10 +307,13 @@ class FastKANLayer(nn.Module):
         # several microseconds each (docs/results/goals.md); a submodule
         # replaced by another kind (an Identity, a LoRA wrapper) or with hooks is called as a module.
         ln, lin = self._part("layernorm"), self._part("base_linear")
-        allowed = modes.plain_reason(x) is None  # asked once a call: the small node and the spline path share it
-        y = self._small(x, ln, lin, allowed) if small_node else None
-        if y is not None:
-            return y if lead is None else y.reshape(*lead, self.output_dim)
+        if modes.is_compiling():
+            allowed = False  # fastkan.modes: the plain composition, or dispatch.operator in spline
+        else:
+            allowed = modes.plain_reason(x) is None  # asked once a call: the small node and the spline path share it
+            y = self._small(x, ln, lin, allowed) if small_node else None
+            if y is not None:
+                return y if lead is None else y.reshape(*lead, self.output_dim)
         if ln is None:
             u = x
         elif _as_function(ln, nn.LayerNorm):
@@ -367,7 +385,7 @@ class FastKAN(nn.Module):
         # are C++ (a Poisson step of FastKAN([2, 12, 1]) on 768 points took 1.5x plain's time
         # through the node; docs/results/physics.md). Larger calls keep the fast paths, whose second
         # derivatives are fastkan.paths.higher's.
-        small_node = not (getattr(x, "requires_grad", False) and torch.is_grad_enabled())
+        small_node = not (modes.is_compiling() or (getattr(x, "requires_grad", False) and torch.is_grad_enabled()))
         y = self._small(x, layers) if small_node else None
         if y is not None:
             return y

@@ -414,14 +414,14 @@ if OPERATORS:
 
 
 def operator_applies(u: Tensor, basis, weight: Tensor) -> bool:
-    """Whether a call inside the user's ``torch.compile`` takes ``one_output_op``: a one-output CPU layer
-    of a basis of ``-d**2`` on a frozen grid, large enough for the kernels, where they compile."""
+    """Whether a call inside the user's ``torch.compile`` may take ``one_output_op``: a one-output CPU layer
+    of a basis of ``-d**2`` on a frozen grid, where the kernels compile (fastkan.dispatch.operator asks
+    this of calls above ``PLAIN_ELEMENTS`` only)."""
     return (
         OPERATORS
         and ENABLED
         and not _broken
         and u.device.type == "cpu"
         and u.dtype in (torch.float32, torch.float64)
-        and u.shape[0] * weight.shape[1] > PLAIN_ELEMENTS
         and common.is_one_output(basis, u, weight)
     )
