@@ -315,8 +315,8 @@ def test_a_compiled_fastkan_checks_no_object_twice_before_each_call():
     # Dynamo checks every guard of a compiled model before each call. An object that the trace reaches
     # two ways (a module through two imports, torch through two modules, the type of two layers) adds
     # a check, in Python, that they are still one (an "epilogue" guard), and keeps the other checks
-    # from being skipped: with 8 of them FastKAN([4, 16, 1])'s compiled forward and backward took
-    # 1.034x to 1.069x compiled fast-kan's time, without them 1.019x to 1.041x (docs/results/modes.md).
+    # from being skipped: with 8 of them FastKAN([4, 16, 1])'s compiled forward took 1.02x to 1.14x
+    # compiled fast-kan's time, without them 0.99x to 1.08x (docs/results/modes.md).
     from fastkan import FastKAN
 
     entries = getattr(torch._dynamo.eval_frame, "_debug_get_cache_entry_list", None)
