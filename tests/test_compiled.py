@@ -323,8 +323,9 @@ def test_a_compiled_fastkan_checks_no_object_twice_before_each_call():
     torch._dynamo.reset()
     model = FastKAN([4, 16, 1])
     torch.compile(model)(torch.rand(32, 4)).sum().backward()
-    root = entries(FastKAN.forward.__code__)[0].guard_manager.root if entries else None
-    if root is None or not hasattr(root, "get_epilogue_lambda_guards"):
+    guards = getattr(entries(FastKAN.forward.__code__)[0], "guard_manager", None) if entries else None
+    root = getattr(guards, "root", None)
+    if not hasattr(root, "get_epilogue_lambda_guards"):
         pytest.skip("this torch does not list a compiled frame's guards")
     assert root.get_leaf_guards()  # the listing is there (the global state, ...)
     assert [part for g in root.get_epilogue_lambda_guards() for part in g.verbose_code_parts()] == []
