@@ -113,7 +113,7 @@ class BSplineKANLinear(nn.Module):
         return self.spline_weight
 
     def forward(self, x: Tensor) -> Tensor:
-        check_last_dim(x, self.in_features, type(self).__name__)
+        check_last_dim(x, self.in_features, self)
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)
         base = F.linear(self.base_activation(x), self.base_weight)

@@ -373,8 +373,14 @@ def test_input_dim_one_without_layernorm_works():
 
 @pytest.mark.parametrize("model", [FastKAN([3, 2]), BSplineKAN([3, 2]), FastKANLayer(3, 2)], ids=type)
 def test_wrong_last_dimension(model):
-    with pytest.raises(ValueError, match=r"expects input of shape \(\.\.\., 3\), got \(5, 4\)"):
+    # The message names the layer class that checks (the first layer of a FastKAN or BSplineKAN).
+    name = "BSplineKANLinear" if isinstance(model, BSplineKAN) else "FastKANLayer"
+    with pytest.raises(ValueError, match=rf"^{name} expects input of shape \(\.\.\., 3\), got \(5, 4\)$"):
         model(torch.randn(5, 4))
+    with pytest.raises(ValueError, match=rf"^{name} expects input of shape \(\.\.\., 3\), got \(\)$"):
+        model(torch.tensor(1.0))
+    with pytest.raises(TypeError, match=rf"^{name} expects a torch.Tensor, got list$"):
+        model([[1.0, 2.0, 3.0]])
 
 
 def test_bad_model_sizes():
