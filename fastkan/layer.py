@@ -70,12 +70,25 @@ def _as_function(module, kind: type) -> bool:
     )
 
 
+def _width(value) -> float:
+    """``value`` as a bump width: a positive finite float, else a clear error."""
+    try:
+        width = float(value)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
+        raise TypeError(f"denominator must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"denominator must be positive and finite, got {value!r}")
+    return width
+
+
 class RadialBasis(nn.Module):
     """``num_grids`` bumps per input: (..., in) -> (..., in, num_grids).
 
     ``grid`` holds the centres ``linspace(grid_min, grid_max, num_grids)`` as an
     ``nn.Parameter`` (frozen unless ``train_grid``), as fast-kan stores it.
-    ``denominator`` is the width ``h``; by default the grid spacing.
+    ``denominator`` is the width ``h``, by default the grid spacing: a number, as in fast-kan, that
+    may be assigned; an ``nn.Parameter`` with ``train_denominator``. ``width`` holds the number as a
+    0-d tensor of the grid's device and dtype (a buffer, not saved), for the fast paths.
     """
 
     def __init__(
@@ -100,9 +113,7 @@ class RadialBasis(nn.Module):
             raise ValueError(f"need finite grid_min < grid_max, got grid_min={grid_min}, grid_max={grid_max}")
         if denominator is None:
             denominator = (grid_max - grid_min) / (num_grids - 1)
-        denominator = float(denominator)
-        if not math.isfinite(denominator) or denominator <= 0:
-            raise ValueError(f"denominator must be positive and finite, got {denominator}")
+        denominator = _width(denominator)
         self.fn = get_basis(basis)
         self.derivative = DERIVATIVES.get(basis)
         self.of_neg_square = OF_NEG_SQUARE.get(basis)
@@ -113,12 +124,21 @@ class RadialBasis(nn.Module):
         self.name = basis
         factory = {"device": device, "dtype": dtype}
         self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)
-        h = torch.tensor(denominator, **factory)
         if train_denominator:
-            self.denominator = nn.Parameter(h)
+            self.denominator = nn.Parameter(torch.tensor(denominator, **factory))
         else:
+            # A number: inside torch.compile the plain composition then divides by a constant, where a
+            # tensor is one more input that every compiled call checks and passes (docs/results/modes.md).
+            self.denominator = denominator
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "denominator" and not isinstance(value, nn.Parameter) and "denominator" not in self._parameters:
+            value = _width(value)
+            grid = self._parameters["grid"]
+            # A new tensor, not the old one filled: a graph that an earlier call saved keeps its width.
             # Not persistent: fast-kan state dicts have no width entry.
-            self.register_buffer("denominator", h, persistent=False)
+            self.register_buffer("width", torch.tensor(value, device=grid.device, dtype=grid.dtype), persistent=False)
+        super().__setattr__(name, value)
 
     @property
     def num_grids(self) -> int:
@@ -127,12 +147,12 @@ class RadialBasis(nn.Module):
     def tensors(self) -> tuple[Tensor, Tensor]:
         """``(grid, denominator)`` by dictionary lookups: nn.Module's attribute fallback, which
         finds parameters and buffers otherwise, costs a small call about 0.7 us a lookup."""
-        h = self._buffers.get("denominator")
-        return self._parameters["grid"], self._parameters["denominator"] if h is None else h
+        h = self._parameters.get("denominator")
+        return self._parameters["grid"], self._buffers["width"] if h is None else h
 
     def forward(self, u: Tensor) -> Tensor:
-        grid, h = self.tensors()
-        return self.fn((u[..., None] - grid) / h)
+        h = self._parameters.get("denominator")
+        return self.fn((u[..., None] - self._parameters["grid"]) / (self.__dict__["denominator"] if h is None else h))
 
     def extra_repr(self) -> str:
         return f"basis={self.name!r}, num_grids={self.num_grids}"

@@ -329,3 +329,27 @@ def test_a_compiled_fastkan_checks_no_object_twice_before_each_call():
         pytest.skip("this torch does not list a compiled frame's guards")
     assert root.get_leaf_guards()  # the listing is there (the global state, ...)
     assert [part for g in root.get_epilogue_lambda_guards() for part in g.verbose_code_parts()] == []
+
+
+def test_a_compiled_fastkan_takes_no_tensor_but_its_parameters_and_the_input():
+    # Each tensor a compiled graph reads is one more input that every call checks and passes: a frozen
+    # width is a number (docs/results/modes.md). An assigned width recompiles the model, not ignored.
+    from fastkan import FastKAN
+
+    inputs = []
+
+    def backend(gm, example_inputs):
+        inputs.append(len(example_inputs))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = FastKAN([4, 16, 1])
+    compiled = torch.compile(model, backend=backend)
+    x = torch.rand(32, 4)
+    compiled(x)
+    assert inputs == [1 + len(list(model.parameters()))]
+    for layer in model.layers:
+        layer.basis.denominator = 0.3
+    torch.testing.assert_close(compiled(x), model(x))
+    assert len(inputs) == 2

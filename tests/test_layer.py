@@ -97,8 +97,10 @@ def test_nd_input_shapes(shape):
 def test_dtype_argument(dtype):
     layer = FastKANLayer(3, 2, dtype=dtype)
     assert all(p.dtype == dtype for p in layer.parameters())
-    assert layer.basis.denominator.dtype == dtype
-    assert layer(torch.randn(4, 3, dtype=dtype)).dtype == dtype
+    assert layer.basis.width.dtype == dtype
+    assert layer.to(torch.float64).basis.width.dtype == torch.float64
+    assert layer(torch.randn(4, 3, dtype=torch.float64)).dtype == torch.float64
+    assert FastKANLayer(3, 2, dtype=dtype)(torch.randn(4, 3, dtype=dtype)).dtype == dtype
     assert all(p.dtype == dtype for p in BSplineKAN([3, 2], dtype=dtype).parameters())
 
 
@@ -322,6 +324,36 @@ def test_bad_constructor_arguments(kwargs, message):
     args = {"input_dim": 3, "output_dim": 2, **kwargs}
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         FastKANLayer(**args)
+
+
+def test_an_assigned_width_is_the_width_every_path_uses():
+    # denominator is a number, as fast-kan keeps it; the fast paths read its tensor copy (basis.width).
+    torch.manual_seed(0)
+    layer, ref = FastKANLayer(3, 2, dtype=torch.float64), FastKANLayer(3, 2, denominator=0.3, dtype=torch.float64)
+    ref.load_state_dict(layer.state_dict())
+    layer.basis.denominator = 0.3
+    assert layer.basis.denominator == 0.3 and layer.basis.width.item() == 0.3
+    x = torch.randn(64, 3, dtype=torch.float64, requires_grad=True)
+    y, y_ref = layer(x), ref(x)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], torch.autograd.grad(y_ref.sum(), x)[0])
+
+
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        (0.0, ValueError, "denominator must be positive and finite, got 0.0"),
+        (-2, ValueError, "got -2"),
+        (True, ValueError, "got True"),
+        ("wide", TypeError, "denominator must be a number, got 'wide'"),
+        (torch.ones(2), TypeError, r"got tensor\(\[1., 1.\]\)"),
+    ],
+)
+def test_a_bad_width_assigned_is_a_clear_error(value, error, message):
+    layer = FastKANLayer(3, 2)
+    with pytest.raises(error, match=message):
+        layer.basis.denominator = value
+    assert layer.basis.denominator == 0.5714285714285714  # unchanged
 
 
 def test_non_integer_sizes_are_type_errors():

@@ -35,7 +35,7 @@ def available(u: Tensor, basis) -> bool:
     """Whether the Triton path can evaluate this basis for this input (CUDA, or the interpreter)."""
     if triton is None or basis.name not in TRITON_BASES:
         return False
-    if basis.grid.requires_grad or basis.denominator.requires_grad:
+    if any(t.requires_grad for t in basis.tensors()):
         return False
     return u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -250,5 +250,5 @@ def triton_spline(u: Tensor, basis, weight: Tensor) -> Tensor:
     if not available(u, basis):
         raise RuntimeError(f"the Triton spline path cannot run basis {basis.name!r} here")
     # The width stays on the device: the kernels load it, so no call reads it back to the host (no sync).
-    inv_h = torch.reciprocal(basis.denominator.detach().to(device=u.device, dtype=torch.float32)).reshape(1)
+    inv_h = torch.reciprocal(basis.tensors()[1].detach().to(device=u.device, dtype=torch.float32)).reshape(1)
     return _TritonSpline.apply(u, basis.grid, weight, inv_h, TRITON_BASES[basis.name], basis.fn)
