@@ -256,7 +256,7 @@ def _backward(u, grid, h, weight, grad_out, basis, needs, kept=None):
 def fused_spline(u: Tensor, basis, weight: Tensor, keep_basis_bytes: int | None = None) -> Tensor:
     """``basis(u).flatten(-2) @ weight.T`` for u (N, in), weight (out, in*G) -> (N, out).
 
-    ``basis`` is a ``RadialBasis``: its grid, width (``denominator``), ``fn``,
+    ``basis`` is a ``RadialBasis``: its grid and width (``tensors()``), ``fn``,
     ``derivative``, ``of_neg_square`` and ``of_neg_square_derivative``.
     A basis of at most ``keep_basis_bytes`` (default ``KEEP_BASIS_BYTES``) is
     kept for backward; a larger one is rebuilt there, block by block.
