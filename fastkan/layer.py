@@ -114,14 +114,7 @@ class RadialBasis(nn.Module):
         if denominator is None:
             denominator = (grid_max - grid_min) / (num_grids - 1)
         denominator = _width(denominator)
-        self.fn = get_basis(basis)
-        self.derivative = DERIVATIVES.get(basis)
-        self.of_neg_square = OF_NEG_SQUARE.get(basis)
-        self.of_neg_square_derivative = OF_NEG_SQUARE_DERIVATIVES.get(basis)
-        self.neg_square_scale = NEG_SQUARE_SCALES.get(basis, 1.0)
-        self.support = SUPPORTS.get(basis)
-        self.exponential = basis in EXPONENTIAL
-        self.name = basis
+        self._look_up(basis)
         factory = {"device": device, "dtype": dtype}
         self.grid = nn.Parameter(torch.linspace(grid_min, grid_max, num_grids, **factory), requires_grad=train_grid)
         if train_denominator:
@@ -130,6 +123,30 @@ class RadialBasis(nn.Module):
             # A number: inside torch.compile the plain composition then divides by a constant, where a
             # tensor is one more input that every compiled call checks and passes (docs/results/modes.md).
             self.denominator = denominator
+
+    def _look_up(self, basis: str) -> None:
+        """The basis' functions and facts from fastkan.bases' registries, by name."""
+        self.fn = get_basis(basis)
+        self.derivative = DERIVATIVES.get(basis)
+        self.of_neg_square = OF_NEG_SQUARE.get(basis)
+        self.of_neg_square_derivative = OF_NEG_SQUARE_DERIVATIVES.get(basis)
+        self.neg_square_scale = NEG_SQUARE_SCALES.get(basis, 1.0)
+        self.support = SUPPORTS.get(basis)
+        self.exponential = basis in EXPONENTIAL
+        self.name = basis
+
+    # Pickled (torch.save of a whole model, deepcopy, multiprocessing) by the basis' name: the
+    # registries hold lambdas, which pickle cannot save; loading looks the name up again, so a
+    # basis of your own must be registered before.
+    _LOOKED_UP = ("fn", "derivative", "of_neg_square", "of_neg_square_derivative")
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k not in self._LOOKED_UP}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._look_up(self.name)
 
     def __setattr__(self, name: str, value) -> None:
         if name == "denominator" and not isinstance(value, nn.Parameter) and "denominator" not in self._parameters:

@@ -356,6 +356,23 @@ def test_a_bad_width_assigned_is_a_clear_error(value, error, message):
     assert layer.basis.denominator == 0.5714285714285714  # unchanged
 
 
+@pytest.mark.parametrize("basis", list(BASES))
+def test_a_whole_model_saves_and_loads_with_torch_save(basis):
+    # torch.save(model) pickles the modules; the bases' registries hold lambdas, which pickle cannot
+    # save, so a basis is saved by its name and looked up again on load.
+    import io
+
+    torch.manual_seed(0)
+    models = [FastKAN([3, 4, 2], basis=basis), BSplineKAN([3, 4, 2]), MLP([3, 4, 2])]
+    buffer = io.BytesIO()
+    torch.save(models, buffer)
+    buffer.seek(0)
+    x = torch.randn(5, 3)
+    for model, loaded in zip(models, torch.load(buffer, weights_only=False)):
+        torch.testing.assert_close(loaded(x), model(x))
+    assert loaded is not models[-1]
+
+
 def test_non_integer_sizes_are_type_errors():
     with pytest.raises(TypeError, match="num_grids must be an int, got 2.5"):
         FastKANLayer(3, 2, num_grids=2.5)
