@@ -162,8 +162,9 @@ class RadialBasis(nn.Module):
         return self._parameters["grid"].numel()
 
     def tensors(self) -> tuple[Tensor, Tensor]:
-        """``(grid, denominator)`` by dictionary lookups: nn.Module's attribute fallback, which
-        finds parameters and buffers otherwise, costs a small call about 0.7 us a lookup."""
+        """``(grid, h)``, h the width as a tensor (``width``, or the trained ``denominator``), by dictionary
+        lookups: nn.Module's attribute fallback, which finds parameters and buffers otherwise, costs a small
+        call about 0.7 us a lookup."""
         h = self._parameters.get("denominator")
         return self._parameters["grid"], self._buffers["width"] if h is None else h
 
